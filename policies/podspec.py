@@ -1,0 +1,131 @@
+"""Find the pod specs of any workload: write each pod rule once, against a pod spec.
+
+Kyverno calls this autogen. A pod spec lives at:
+- ``spec`` of a Pod,
+- ``spec.template.spec`` of a Deployment, StatefulSet, ReplicaSet, DaemonSet, Job and an Argo
+  ``Rollout``,
+- ``spec.jobTemplate.spec.template.spec`` of a CronJob.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+TEMPLATE_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "Job", "Rollout"}
+)
+POD_BEARING_KINDS = frozenset({"Pod", "CronJob"} | TEMPLATE_KINDS)
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """A pod spec inside an object, with the metadata that goes with it.
+
+    ``path`` is the JSON path of the pod spec's parent (``()`` for a Pod, whose metadata is the
+    object's own; ``("spec", "template")`` for a Deployment...). ``metadata`` and ``spec`` are the
+    live dicts inside the object, so a mutator that works on a copy of the object edits them in
+    place. ``metadata`` may be a fresh empty dict the caller must attach (see ``ensure_metadata``).
+    """
+
+    path: tuple[str, ...]
+    metadata: JsonObject
+    spec: JsonObject
+
+
+def template_path(kind: str) -> tuple[str, ...] | None:
+    """The path of the pod template of ``kind``: () for a Pod, None for kinds with no pod spec."""
+    if kind == "Pod":
+        return ()
+    if kind in TEMPLATE_KINDS:
+        return ("spec", "template")
+    if kind == "CronJob":
+        return ("spec", "jobTemplate", "spec", "template")
+    return None
+
+
+def find_pod_templates(obj: JsonObject) -> list[PodTemplate]:
+    """Every pod spec of ``obj`` (at most one today), empty for kinds that carry none.
+
+    Objects missing their template or spec yield nothing rather than raise: the API server
+    rejects such objects itself, after us.
+    """
+    kind = obj.get("kind")
+    if not isinstance(kind, str):
+        return []
+    path = template_path(kind)
+    if path is None:
+        return []
+    node: Any = obj
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict):
+        return []
+    spec = node.get("spec")
+    if not isinstance(spec, dict):
+        return []
+    metadata = node.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
+    return [PodTemplate(path=path, metadata=metadata, spec=spec)]
+
+
+def ensure_metadata(obj: JsonObject, template: PodTemplate) -> JsonObject:
+    """Attach ``template.metadata`` to ``obj`` if it was made up, and return it."""
+    node: Any = obj
+    for key in template.path:
+        node = node[key]
+    if node.get("metadata") is not template.metadata:
+        node["metadata"] = template.metadata
+    return template.metadata
+
+
+def iter_containers(
+    spec: JsonObject, lists: tuple[str, ...] = CONTAINER_LISTS
+) -> Iterator[tuple[str, JsonObject]]:
+    """(list name, container) for every container of a pod spec, init and ephemeral included."""
+    for list_name in lists:
+        containers = spec.get(list_name)
+        if not isinstance(containers, list):
+            continue
+        for container in containers:
+            if isinstance(container, dict):
+                yield list_name, container
+
+
+def app_containers(spec: JsonObject) -> list[JsonObject]:
+    """The regular (app) containers of a pod spec."""
+    return [c for _, c in iter_containers(spec, ("containers",))]
+
+
+def workload_labels(obj: JsonObject) -> dict[str, str]:
+    """The labels of the object, falling back on its pod template's for keys it lacks."""
+    labels: dict[str, str] = {}
+    for template in find_pod_templates(obj):
+        labels.update(_str_map(template.metadata.get("labels")))
+    labels.update(_str_map(_metadata(obj).get("labels")))
+    return labels
+
+
+def workload_annotations(obj: JsonObject) -> dict[str, str]:
+    """The annotations of the object, falling back on its pod template's for keys it lacks."""
+    annotations: dict[str, str] = {}
+    for template in find_pod_templates(obj):
+        annotations.update(_str_map(template.metadata.get("annotations")))
+    annotations.update(_str_map(_metadata(obj).get("annotations")))
+    return annotations
+
+
+def _metadata(obj: JsonObject) -> JsonObject:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}

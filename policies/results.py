@@ -1,0 +1,31 @@
+"""What checks return: results, never exceptions (Kyverno's ``RuleResponse`` is the model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from policies.model import Action
+
+Status = Literal["pass", "fail", "skip", "error"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one rule of one policy on one object.
+
+    ``rule`` is a stable id such as ``images.no-latest``; ``path`` the field it is about, such as
+    ``spec.template.spec.containers[0].image``. A ``fail`` or ``error`` result is enforced with
+    ``action``: ``deny`` rejects, ``warn`` allows with a warning, ``audit`` allows and records.
+    """
+
+    policy: str
+    rule: str
+    status: Status
+    message: str
+    action: Action = "deny"
+    path: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("fail", "error")
