@@ -1,0 +1,177 @@
+"""Prometheus metrics of the webhook, correct across gunicorn's several worker processes.
+
+gunicorn runs several worker processes, and a scrape reaches only one of them, so counters
+live in prometheus-client's multiprocess mode: each process writes its values to memory-mapped
+files in ``PROMETHEUS_MULTIPROC_DIR``, and ``/metrics`` sums them with a ``MultiProcessCollector``.
+The server calls ``enable_multiprocess(directory)`` in the master *before* workers fork, and
+``mark_worker_dead(pid)`` from gunicorn's ``child_exit`` hook. Without that call (tests with
+``falcon.testing``, ``mlgate`` run in one process) everything stays in the default registry.
+
+The metric objects are created on first use, not at import: prometheus-client picks between
+in-memory and file-backed values when a metric (or a labelled child) is created, so creating
+them at import would freeze the choice before the server had a chance to set the directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from policies.results import CheckResult
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Admission latency is sub-millisecond in process and bounded by the API server's timeout
+# (at most 30 s, 10 s by default), so the buckets span 0.5 ms to 10 s.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0)
+
+
+@dataclass(frozen=True)
+class _Metrics:
+    admission_requests: Counter
+    admission_duration: Histogram
+    policy_results: Counter
+    mutations: Counter
+    policy_load_errors: Counter
+    audit_dropped: Counter
+    cert_expiry: Gauge
+
+
+@functools.cache
+def _get_metrics() -> _Metrics:
+    metrics = _Metrics(
+        admission_requests=Counter(
+            "mlgate_admission_requests",
+            "Admission requests answered, by webhook, operation, kind and decision.",
+            ["webhook", "operation", "kind", "decision"],
+        ),
+        admission_duration=Histogram(
+            "mlgate_admission_duration_seconds",
+            "Time to answer one admission request, from parsed body to response.",
+            ["webhook"],
+            buckets=DURATION_BUCKETS,
+        ),
+        policy_results=Counter(
+            "mlgate_policy_results",
+            "Rule results: pass, skip, error, or fail/warn/audit for a failed rule by its action.",
+            ["policy", "rule", "result"],
+        ),
+        mutations=Counter(
+            "mlgate_mutations",
+            "Objects changed, by mutator.",
+            ["mutator"],
+        ),
+        policy_load_errors=Counter(
+            "mlgate_policy_load_errors",
+            "Policy files or policies that failed to load.",
+        ),
+        audit_dropped=Counter(
+            "mlgate_audit_dropped",
+            "Audit records lost (queue full or write failed after retries); must stay 0.",
+        ),
+        # NOTE: livemax: every worker loads the same certificate; a dead worker's value goes
+        # away with it, and after a rotation the newest (latest expiry) wins.
+        cert_expiry=Gauge(
+            "mlgate_cert_expiry_timestamp_seconds",
+            "Expiry of the serving certificate, as a Unix timestamp.",
+            multiprocess_mode="livemax",
+        ),
+    )
+    # Counters without labels only appear once touched; show the zeros so that an alert such as
+    # ``mlgate_audit_dropped_total > 0`` has a series to watch from the start.
+    metrics.policy_load_errors.inc(0)
+    metrics.audit_dropped.inc(0)
+    return metrics
+
+
+def enable_multiprocess(directory: str | os.PathLike[str]) -> None:
+    """Switch to file-backed values in ``directory``, emptied first; call before forking workers.
+
+    Must run before any metric is used in this process: values created earlier stay in memory.
+    """
+    if _get_metrics.cache_info().currsize:
+        raise RuntimeError("metrics were used before enable_multiprocess(); call it first")
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    # Files left by a previous server would be summed into this one's counters.
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def is_multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (gunicorn ``child_exit``); its counters stay summed."""
+    if is_multiprocess():
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def observe_admission(
+    *, webhook: str, operation: str, kind: str, decision: str, seconds: float
+) -> None:
+    """Count one answered request; ``decision`` such as ``allow``, ``deny``, ``patch``."""
+    metrics = _get_metrics()
+    metrics.admission_requests.labels(webhook, operation, kind, decision).inc()
+    metrics.admission_duration.labels(webhook).observe(seconds)
+
+
+def describe_result(result: CheckResult) -> str:
+    """The ``result`` label: the status, except that a failed rule is named by its action."""
+    if result.status == "fail":
+        return "fail" if result.action == "deny" else result.action
+    return result.status
+
+
+def count_policy_results(results: Iterable[CheckResult]) -> None:
+    policy_results = _get_metrics().policy_results
+    for result in results:
+        policy_results.labels(result.policy, result.rule, describe_result(result)).inc()
+
+
+def count_mutations(mutators: Iterable[str]) -> None:
+    """Count the mutators that changed an object (by name, e.g. ``gpu-scheduling``)."""
+    mutations = _get_metrics().mutations
+    for mutator in mutators:
+        mutations.labels(mutator).inc()
+
+
+def count_policy_load_error(count: int = 1) -> None:
+    _get_metrics().policy_load_errors.inc(count)
+
+
+def count_audit_dropped(count: int = 1) -> None:
+    _get_metrics().audit_dropped.inc(count)
+
+
+def set_cert_expiry(timestamp: float) -> None:
+    _get_metrics().cert_expiry.set(timestamp)
+
+
+def render_metrics() -> tuple[str, bytes]:
+    """The exposition for ``/metrics``: every worker's values in multiprocess mode, else ours."""
+    _get_metrics()
+    if is_multiprocess():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return CONTENT_TYPE_LATEST, generate_latest(registry)
+    return CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
