@@ -231,6 +231,8 @@ class ValidateSpec:
     quota: QuotaSettings | None = None
     images: ImageSettings | None = None
     labels: ValidationLabelSettings | None = None
+    # Per-rule action overrides by rule id ("images.tag-matches-version" -> "warn").
+    rule_actions: tuple[tuple[str, Action], ...] = ()
 
 
 # --- the policy ---------------------------------------------------------------------------------
