@@ -1,0 +1,108 @@
+"""A minimal RFC 6902 JSON Patch from an original JSON value to a mutated one.
+
+The webhook derives its patch once, at the edge, from the object as received and the object as
+the mutators left it (STYLE.md). ``jsonpatch.make_patch`` costs ~0.6-1 ms on a 5 KB pod
+(PERFORMANCE.md); this diff of our own walks both values once and is tested to give patches
+that ``jsonpatch.apply_patch`` turns into exactly the mutated value.
+
+- objects: ``remove`` for keys gone, ``add`` for new keys, recursion into keys in both;
+- lists: recursion into the common prefix, ``add`` at ``/-`` for elements appended; a list that
+  shrank is replaced whole (mutators never shrink lists; correct and simple beats clever here);
+- anything else, or values whose JSON types differ (``1`` and ``true`` are equal in Python but
+  not in JSON): ``replace``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+import orjson
+
+
+class PatchOperation(TypedDict):
+    """One RFC 6902 operation as it goes on the wire."""
+
+    op: Literal["add", "remove", "replace"]
+    path: str
+    value: NotRequired[Any]
+
+
+def make_patch(original: Any, mutated: Any) -> list[PatchOperation]:
+    """The operations that turn ``original`` into ``mutated``; empty when they are equal.
+
+    Operation values are the mutated value's own subtrees, not copies: serialise the patch
+    before changing ``mutated`` again.
+    """
+    operations: list[PatchOperation] = []
+    _diff_value(original, mutated, "", operations)
+    return operations
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, str, int, float, bool, None).
+
+    Round-trips through orjson, about ten times faster than ``copy.deepcopy``; falls back on a
+    plain recursive copy for values orjson will not take (integers beyond 64 bits).
+    """
+    try:
+        return orjson.loads(orjson.dumps(value))
+    except (orjson.JSONEncodeError, TypeError):
+        return _copy_value(value)
+
+
+def escape_pointer(key: str) -> str:
+    """``key`` as one JSON-Pointer token (RFC 6901): ``~`` -> ``~0``, ``/`` -> ``~1``."""
+    if "~" in key:
+        key = key.replace("~", "~0")
+    if "/" in key:
+        key = key.replace("/", "~1")
+    return key
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_value(item) for item in value]
+    return value
+
+
+def _diff_value(old: Any, new: Any, path: str, operations: list[PatchOperation]) -> None:
+    if old is new:
+        return
+    old_type = type(old)
+    if old_type is not type(new):
+        operations.append({"op": "replace", "path": path, "value": new})
+    elif old_type is dict:
+        _diff_dict(old, new, path, operations)
+    elif old_type is list:
+        _diff_list(old, new, path, operations)
+    elif old != new:
+        operations.append({"op": "replace", "path": path, "value": new})
+
+
+def _diff_dict(
+    old: dict[str, Any], new: dict[str, Any], path: str, operations: list[PatchOperation]
+) -> None:
+    for key, old_item in old.items():
+        if key not in new:
+            operations.append({"op": "remove", "path": f"{path}/{escape_pointer(key)}"})
+            continue
+        new_item = new[key]
+        if old_item is new_item:
+            continue
+        _diff_value(old_item, new_item, f"{path}/{escape_pointer(key)}", operations)
+    for key, new_item in new.items():
+        if key not in old:
+            pointer = f"{path}/{escape_pointer(key)}"
+            operations.append({"op": "add", "path": pointer, "value": new_item})
+
+
+def _diff_list(old: list[Any], new: list[Any], path: str, operations: list[PatchOperation]) -> None:
+    if len(new) < len(old):
+        operations.append({"op": "replace", "path": path, "value": new})
+        return
+    for index, old_item in enumerate(old):
+        _diff_value(old_item, new[index], f"{path}/{index}", operations)
+    for new_item in new[len(old) :]:
+        operations.append({"op": "add", "path": f"{path}/-", "value": new_item})
