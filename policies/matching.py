@@ -1,0 +1,114 @@
+"""Which policies apply to a request: small predicates that must all hold.
+
+Gatekeeper's ``match.Matches`` is the model: each predicate looks at one thing, and the first
+that fails ends the search for that policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from fnmatch import fnmatchcase
+
+from policies.context import AdmissionContext
+from policies.model import LabelSelector, Match, Policy
+from policies.podspec import POD_BEARING_KINDS, JsonObject
+
+# The kind behind each resource whose pod template we read (the scale subresource's object is
+# a Scale; the policy still matches on the workload's kind).
+RESOURCE_KINDS = {
+    "pods": "Pod",
+    "deployments": "Deployment",
+    "statefulsets": "StatefulSet",
+    "replicasets": "ReplicaSet",
+    "daemonsets": "DaemonSet",
+    "jobs": "Job",
+    "cronjobs": "CronJob",
+    "rollouts": "Rollout",
+}
+
+Predicate = Callable[[Match, AdmissionContext, Mapping[str, str]], bool]
+
+
+def matches_glob(value: str, patterns: Sequence[str]) -> bool:
+    """True when ``value`` equals or fnmatch-matches one of the patterns."""
+    return any(value == p or fnmatchcase(value, p) for p in patterns)
+
+
+def matches_selector(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label selector semantics: every matchLabel and every expression holds."""
+    for key, value in selector.match_labels:
+        if labels.get(key) != value:
+            return False
+    for req in selector.match_expressions:
+        present = req.key in labels
+        if req.operator == "In" and not (present and labels[req.key] in req.values):
+            return False
+        if req.operator == "NotIn" and present and labels[req.key] in req.values:
+            return False
+        if req.operator == "Exists" and not present:
+            return False
+        if req.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def workload_kind(ctx: AdmissionContext) -> str:
+    """The kind of the workload a request is about (``Deployment`` for deployments/scale)."""
+    if ctx.sub_resource:
+        return RESOURCE_KINDS.get(ctx.resource, ctx.kind)
+    return ctx.kind
+
+
+def subject_object(ctx: AdmissionContext) -> JsonObject | None:
+    """The workload whose labels and pod template decisions look at.
+
+    The request's object, or for a scale request the workload as the cache holds it.
+    """
+    if ctx.sub_resource == "scale":
+        return ctx.scale_target if isinstance(ctx.scale_target, dict) else None
+    return ctx.obj if ctx.obj is not None else ctx.old_obj
+
+
+def object_labels(obj: JsonObject | None) -> dict[str, str]:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    labels = metadata.get("labels") if isinstance(metadata, dict) else None
+    if not isinstance(labels, dict):
+        return {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _namespace(match: Match, ctx: AdmissionContext, _labels: Mapping[str, str]) -> bool:
+    names = match.namespaces
+    return matches_glob(ctx.namespace, names.include) and not matches_glob(
+        ctx.namespace, names.exclude
+    )
+
+
+def _kind(match: Match, ctx: AdmissionContext, _labels: Mapping[str, str]) -> bool:
+    kind = workload_kind(ctx)
+    if match.kinds:
+        return kind in match.kinds
+    return kind in POD_BEARING_KINDS
+
+
+def _namespace_labels(match: Match, ctx: AdmissionContext, _labels: Mapping[str, str]) -> bool:
+    if match.namespace_selector is None:
+        return True
+    # NOTE: unknown namespace labels (no cluster access) match nothing: a policy that asks for
+    # namespace labels is not applied on a guess.
+    if ctx.namespace_labels is None:
+        return False
+    return matches_selector(match.namespace_selector, ctx.namespace_labels)
+
+
+def _workload_labels(match: Match, _ctx: AdmissionContext, labels: Mapping[str, str]) -> bool:
+    return match.selector is None or matches_selector(match.selector, labels)
+
+
+PREDICATES: tuple[Predicate, ...] = (_namespace, _kind, _namespace_labels, _workload_labels)
+
+
+def select_policies(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[Policy]:
+    """The policies whose ``spec.match`` holds for this request, in policy-set order."""
+    labels = object_labels(subject_object(ctx))
+    return [p for p in policies if all(pred(p.match, ctx, labels) for pred in PREDICATES)]
