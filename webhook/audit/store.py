@@ -1,0 +1,241 @@
+"""The audit store: the ``AuditSink`` the webhook hands records to, written off the request path.
+
+``submit()`` only puts records on an in-memory queue; a writer thread takes them in batches,
+logs each as one JSON line (logger ``mlgate.audit``), and inserts the batch into the database,
+retrying while it is busy. ``close()`` drains the queue: the server calls it from gunicorn's
+``worker_exit`` hook, and ``atexit`` calls it too, so SIGTERM loses nothing.
+
+NOTE: the writer thread and its connection belong to one process. gunicorn forks workers after
+the app may have been built in the master, so the writer starts lazily in whichever process
+first submits, and a forked child starts its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from webhook import metrics
+from webhook.audit.database import (
+    DEFAULT_RETENTION,
+    AuditBusyError,
+    AuditDatabase,
+    AuditDatabaseError,
+    Retention,
+    open_audit_database,
+)
+from webhook.audit.record import AuditRecord, AuditSink
+from webhook.audit.wire import format_json_line
+
+audit_log = logging.getLogger("mlgate.audit")
+log = logging.getLogger("mlgate.audit.store")
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    """How the writer thread batches and retries; the defaults suit an admission webhook."""
+
+    queue_size: int = 100_000  # generous: ~100 MB of records at worst, never reached in practice
+    batch_size: int = 500
+    retries: int = 8  # after the busy timeout of the connection itself
+    retry_delay: float = 0.05  # doubles on each retry, up to 2 s
+    close_timeout: float = 30.0  # gunicorn's default graceful timeout
+
+
+_STOP = object()
+
+
+def configure_audit_log(stream: TextIO | None = None) -> None:
+    """Send ``mlgate.audit`` to stdout as bare JSON lines (idempotent)."""
+    if any(getattr(h, "mlgate_audit", False) for h in audit_log.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.mlgate_audit = True  # type: ignore[attr-defined]
+    audit_log.addHandler(handler)
+    audit_log.setLevel(logging.INFO)
+    audit_log.propagate = False
+
+
+class AuditStore:
+    """An ``AuditSink`` over a database, with a writer thread per process."""
+
+    def __init__(
+        self,
+        connect: Callable[[], AuditDatabase],
+        *,
+        retention: Retention = DEFAULT_RETENTION,
+        settings: WriterSettings = WriterSettings(),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._connect = connect
+        self.retention = retention
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._queue: queue.Queue[AuditRecord | object] = queue.Queue(settings.queue_size)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # --- the request path -----------------------------------------------------------------
+
+    def submit(self, records: list[AuditRecord]) -> None:
+        """Queue records for the writer; never blocks. A full queue drops them, counted."""
+        if not records:
+            return
+        if self._pid != os.getpid():
+            self._start_writer()
+        if self._closed:
+            self._drop(records, reason="audit store closed")
+            return
+        for index, record in enumerate(records):
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                self._drop(records[index:], reason="audit queue full")
+                return
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write every queued record, then stop the writer; safe to call twice."""
+        with self._lock:
+            thread = self._thread if self._pid == os.getpid() else None
+            self._thread = None
+            self._closed = True
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join(self.settings.close_timeout)
+        if thread.is_alive():
+            log.error("audit writer did not finish within %ss", self.settings.close_timeout)
+
+    def _start_writer(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            # A forked child inherits the parent's queue object and maybe its items, but not
+            # its thread: start afresh, leaving the parent's records to the parent.
+            self._queue = queue.Queue(self.settings.queue_size)
+            self._closed = False
+            self._thread = threading.Thread(target=self._run, name="mlgate-audit-writer",
+                                            daemon=True)
+            self._thread.start()
+            self._pid = os.getpid()
+            atexit.register(self.close)
+
+    # --- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        database: AuditDatabase | None = None
+        next_prune = 0.0
+        stopping = False
+        while not stopping:
+            batch, stopping = self._take_batch()
+            database = self._write(database, batch)
+            if database is not None and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + self.retention.check_every.total_seconds()
+                self._prune(database)
+        if database is not None:
+            database.close()
+
+    def _take_batch(self) -> tuple[list[AuditRecord], bool]:
+        """Wait for one record, then take what else is queued, up to a batch."""
+        batch: list[AuditRecord] = []
+        item = self._queue.get()
+        while True:
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, AuditRecord)
+            batch.append(item)
+            if len(batch) >= self.settings.batch_size:
+                return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _write(self, database: AuditDatabase | None, batch: list[AuditRecord]
+               ) -> AuditDatabase | None:
+        """Log and store one batch; the database to use next (None: reconnect next time)."""
+        for record in batch:
+            audit_log.info(format_json_line(record))
+        if not batch:
+            return database
+        delay = self.settings.retry_delay
+        for attempt in range(self.settings.retries + 1):
+            try:
+                if database is None:
+                    database = self._connect()
+                database.insert(batch)
+                return database
+            except AuditBusyError as error:
+                if attempt == self.settings.retries:
+                    self._drop(batch, reason=str(error))
+                    return database
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except AuditDatabaseError as error:
+                self._drop(batch, reason=str(error))
+                if database is not None:
+                    database.close()
+                return None
+        return database
+
+    def _prune(self, database: AuditDatabase) -> None:
+        try:
+            deleted = database.prune(self.retention, now=self._clock())
+        except AuditDatabaseError as error:
+            log.warning("audit retention failed, will retry: %s", error)
+            return
+        if deleted:
+            log.info("audit retention deleted %d records", deleted)
+
+    def _drop(self, records: Sequence[AuditRecord], *, reason: str) -> None:
+        metrics.count_audit_dropped(len(records))
+        log.error("dropped %d audit records (%s): %s", len(records), reason,
+                  " ".join(format_json_line(r) for r in records))
+
+
+class SinkGroup:
+    """Several sinks as one: the store, and the Kubernetes events, for example."""
+
+    def __init__(self, sinks: Sequence[AuditSink]) -> None:
+        self.sinks = tuple(sinks)
+
+    def submit(self, records: list[AuditRecord]) -> None:
+        for sink in self.sinks:
+            sink.submit(records)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def open_audit_store(
+    target: str | Path,
+    *,
+    retention: Retention = DEFAULT_RETENTION,
+    settings: WriterSettings = WriterSettings(),
+    json_log: bool = True,
+) -> AuditStore:
+    """The store for ``--audit-db`` (a SQLite path or a ``postgresql://`` URL).
+
+    Connects and migrates now, so a wrong path or URL fails at start-up rather than later in
+    the writer thread; each writer thread opens its own connection.
+    """
+    open_audit_database(target).close()
+    if json_log:
+        configure_audit_log()
+    return AuditStore(lambda: open_audit_database(target), retention=retention, settings=settings)
