@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from policies.actions import resolve_action
 from policies.context import AdmissionContext
 from policies.model import Action, ImageSettings, Policy
 from policies.podspec import find_pod_templates, workload_labels
@@ -83,7 +84,7 @@ def check_images(
                 rule=rule,
                 status="skip",
                 message=f"{describe_workload(obj, namespace=ctx.namespace)} carries no pod spec",
-                action=settings.action,
+                action=resolve_action(policy, rule, settings.action),
             )
             for rule in RULES
         ]
@@ -110,7 +111,7 @@ def check_images(
             policy,
             "images.allowed-repositories",
             failures,
-            action=settings.action,
+            action=resolve_action(policy, "images.allowed-repositories", settings.action),
             ok=f"every image of {workload} comes from an allowed repository",
         )
     if settings.disallow_latest:
@@ -123,7 +124,7 @@ def check_images(
             policy,
             "images.no-latest",
             failures,
-            action=settings.action,
+            action=resolve_action(policy, "images.no-latest", settings.action),
             ok=f"every image of {workload} is pinned to a tag other than latest or a digest",
         )
     if any(fnmatchcase(ctx.namespace, ns) for ns in settings.require_digest_namespaces):
@@ -140,13 +141,19 @@ def check_images(
             policy,
             "images.require-digest",
             failures,
-            action=settings.action,
+            action=resolve_action(policy, "images.require-digest", settings.action),
             ok=f"every image of {workload} is pinned by digest",
         )
     if settings.tag_matches_version is not None:
         results.append(
             _check_tag_matches_version(
-                obj, images, policy=policy, action=settings.tag_matches_version, workload=workload
+                obj,
+                images,
+                policy=policy,
+                action=resolve_action(
+                    policy, "images.tag-matches-version", settings.tag_matches_version
+                ),
+                workload=workload,
             )
         )
     return results

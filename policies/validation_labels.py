@@ -13,6 +13,7 @@ import math
 import re
 from typing import Any
 
+from policies.actions import resolve_action
 from policies.context import AdmissionContext
 from policies.model import Action, Policy, ValidationLabelSettings
 from policies.podspec import template_path, workload_annotations, workload_labels
@@ -31,11 +32,16 @@ def check_validation_labels(
 ) -> list[CheckResult]:
     """Every rule of ``settings`` on the labels and annotations of ``obj``."""
     workload = describe_workload(obj, namespace=ctx.namespace)
-    action = settings.action
     kind = obj.get("kind")
     if not isinstance(kind, str) or template_path(kind) is None:
         return [
-            CheckResult(policy.name, rule, "skip", f"{workload} is no workload", action=action)
+            CheckResult(
+                policy.name,
+                rule,
+                "skip",
+                f"{workload} is no workload",
+                action=resolve_action(policy, rule, settings.action),
+            )
             for rule in RULES
         ]
     labels = workload_labels(obj)
@@ -50,7 +56,7 @@ def check_validation_labels(
                 bound=settings.min_accuracy,
                 minimum=True,
                 policy=policy,
-                action=action,
+                action=resolve_action(policy, "labels.accuracy", settings.action),
                 workload=workload,
             )
         )
@@ -63,7 +69,7 @@ def check_validation_labels(
                 bound=settings.max_bias_score,
                 minimum=False,
                 policy=policy,
-                action=action,
+                action=resolve_action(policy, "labels.bias-score", settings.action),
                 workload=workload,
             )
         )
@@ -73,7 +79,7 @@ def check_validation_labels(
                 annotations.get(settings.validated_annotation),
                 annotation=settings.validated_annotation,
                 policy=policy,
-                action=action,
+                action=resolve_action(policy, "labels.validated", settings.action),
                 workload=workload,
             )
         )
@@ -84,7 +90,7 @@ def _check_required(
     labels: dict[str, str], *, policy: Policy, settings: ValidationLabelSettings, workload: str
 ) -> list[CheckResult]:
     rule = "labels.required"
-    action = settings.action
+    action = resolve_action(policy, rule, settings.action)
     results: list[CheckResult] = []
     for required in settings.required_labels:
         path = f"metadata.labels.{required.name}"
@@ -135,8 +141,8 @@ def _check_score(
     what = "accuracy" if minimum else "bias score"
     if raw is None:
         message = (
-            f"{workload} has no annotation {annotation}; the ML pipeline must record the "
-            f"model's {what} there ({limit}) in {WHERE_ANNOTATIONS}"
+            f"{workload} has no annotation {annotation}; the ML pipeline must write the "
+            f"model's {what} ({limit}) there, in {WHERE_ANNOTATIONS}"
         )
         return CheckResult(policy.name, rule, "fail", message, action, path)
     value = parse_score(raw)

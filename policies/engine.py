@@ -1,0 +1,136 @@
+"""The validating engine: run every enabled check of the selected policies, apply exemptions.
+
+``evaluate`` returns every result (pass, fail, skip, error); ``summarize`` turns them into a
+verdict. Only the webhook turns a verdict into ``allowed``, ``status`` and ``warnings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from policies.actions import resolve_action
+from policies.context import AdmissionContext
+from policies.exemptions import ExemptionHit, find_exemption
+from policies.images import check_images
+from policies.model import Action, Policy
+from policies.podspec import workload_labels
+from policies.quota import check_quota
+from policies.results import CheckResult
+from policies.validation_labels import check_validation_labels
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the results add up to: a denial lists every failing rule whose action is deny."""
+
+    allowed: bool
+    denials: list[CheckResult]
+    warnings: list[CheckResult]
+    audits: list[CheckResult]
+
+    @property
+    def message(self) -> str:
+        """The denial message: every failing rule, one after the other ("" when allowed)."""
+        return format_denial(self.denials)
+
+
+def evaluate(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[CheckResult]:
+    """Every result of every enabled check of ``policies`` (already selected) on the request.
+
+    Nothing is checked when there is no object (DELETE, CONNECT). A rule a policy exempts the
+    request from gives ``skip`` results that name the exemption (and what it would have said).
+    """
+    obj = ctx.obj
+    if obj is None:
+        return []
+    subject = ctx.scale_target if ctx.sub_resource == "scale" else obj
+    labels = workload_labels(subject) if isinstance(subject, dict) else {}
+    results: list[CheckResult] = []
+    for policy in policies:
+        for result in run_checks(ctx, obj, policy=policy):
+            hit = find_exemption(ctx, policy=policy, rule=result.rule, labels=labels)
+            results.append(result if hit is None else exempt_result(result, hit))
+    return results
+
+
+def run_checks(ctx: AdmissionContext, obj: JsonObject, *, policy: Policy) -> list[CheckResult]:
+    """The results of each check the policy turns on, in a fixed order: quota, images, labels."""
+    spec = policy.validate
+    runs: list[tuple[str, Action, Callable[[], list[CheckResult]]]] = []
+    if spec.quota is not None:
+        quota = spec.quota
+        runs.append(
+            ("quota", quota.action, lambda: check_quota(ctx, obj, policy=policy, settings=quota))
+        )
+    if spec.images is not None:
+        images = spec.images
+        runs.append(
+            (
+                "images",
+                images.action,
+                lambda: check_images(ctx, obj, policy=policy, settings=images),
+            )
+        )
+    if spec.labels is not None:
+        labels = spec.labels
+        runs.append(
+            (
+                "labels",
+                labels.action,
+                lambda: check_validation_labels(ctx, obj, policy=policy, settings=labels),
+            )
+        )
+    results: list[CheckResult] = []
+    for name, action, run in runs:
+        try:
+            results += run()
+        except Exception as error:
+            # NOTE: a check that raises is a bug of ours; the request gets the check's action
+            # and a message naming it, rather than a 500 that the API server's failurePolicy
+            # would turn into a blanket decision for every workload.
+            rule = f"{name}.internal-error"
+            message = f"the {name} check of policy {policy.name} failed: {error!r}"
+            results.append(
+                CheckResult(
+                    policy.name, rule, "error", message, resolve_action(policy, rule, action)
+                )
+            )
+    return results
+
+
+def exempt_result(result: CheckResult, hit: ExemptionHit) -> CheckResult:
+    """``result`` turned into a ``skip`` that names the exemption and what it would have said."""
+    would = f"; would have {result.status}ed: {result.message}" if result.failed else ""
+    message = f"{result.rule} exempted by {hit.describe()}{would}"
+    return replace(result, status="skip", message=message)
+
+
+def summarize(results: Sequence[CheckResult]) -> Verdict:
+    """Sort the failing results by action; any ``deny`` among them rejects the request."""
+    failing = [r for r in results if r.failed]
+    denials = [r for r in failing if r.action == "deny"]
+    return Verdict(
+        allowed=not denials,
+        denials=denials,
+        warnings=[r for r in failing if r.action == "warn"],
+        audits=[r for r in failing if r.action == "audit"],
+    )
+
+
+def format_result(result: CheckResult) -> str:
+    """``[policy image-policy, rule images.no-latest] container x of ... uses ...``."""
+    return f"[policy {result.policy}, rule {result.rule}] {result.message}"
+
+
+def format_denial(denials: Sequence[CheckResult]) -> str:
+    """Every failing rule of a denial, numbered when there are several."""
+    if not denials:
+        return ""
+    if len(denials) == 1:
+        return format_result(denials[0])
+    listed = " ".join(f"({i}) {format_result(r)}" for i, r in enumerate(denials, 1))
+    return f"{len(denials)} rules failed: {listed}"
