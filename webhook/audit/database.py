@@ -310,25 +310,32 @@ class AuditDatabase(abc.ABC):
         if retention.max_age is not None:
             cutoff = to_micros(now - retention.max_age)
             deleted += self._delete_oldest(where="time_us < ?", params=[cutoff])
-        limits = []
         if retention.max_rows is not None:
-            limits.append(retention.max_rows)
+            deleted += self._delete_excess(self.count(AuditQuery()) - retention.max_rows)
         if retention.max_bytes is not None:
-            rows = self.count(AuditQuery())
-            used = self.measure_bytes()
-            if rows and used > retention.max_bytes:
-                limits.append(int(retention.max_bytes / (used / rows)))
-        if limits:
-            excess = self.count(AuditQuery()) - min(limits)
-            while excess > 0:
-                chunk = min(excess, PRUNE_CHUNK)
-                self.execute(
-                    "DELETE FROM audit_records WHERE id IN"
-                    " (SELECT id FROM audit_records ORDER BY time_us, id LIMIT ?)",
-                    [chunk],
-                )
-                deleted += chunk
-                excess -= chunk
+            # Part of the size is fixed (schema, index pages), so a proportional cut can fall
+            # short: measure again, a few rounds at most.
+            for _ in range(4):
+                used = self.measure_bytes()
+                rows = self.count(AuditQuery())
+                if used <= retention.max_bytes or not rows:
+                    break
+                keep = int(rows * retention.max_bytes / used * 0.95)
+                deleted += self._delete_excess(rows - keep)
+        return deleted
+
+    def _delete_excess(self, excess: int) -> int:
+        """Delete the ``excess`` oldest records, in chunks."""
+        deleted = 0
+        while excess > 0:
+            chunk = min(excess, PRUNE_CHUNK)
+            self.execute(
+                "DELETE FROM audit_records WHERE id IN"
+                " (SELECT id FROM audit_records ORDER BY time_us, id LIMIT ?)",
+                [chunk],
+            )
+            deleted += chunk
+            excess -= chunk
         return deleted
 
     def _delete_oldest(self, *, where: str, params: list[Any]) -> int:

@@ -144,7 +144,8 @@ class AuditStore:
         while not stopping:
             batch, stopping = self._take_batch()
             database = self._write(database, batch)
-            if database is not None and time.monotonic() >= next_prune:
+            # Prune on the first batch, every ``check_every``, and once more when stopping.
+            if database is not None and (stopping or time.monotonic() >= next_prune):
                 next_prune = time.monotonic() + self.retention.check_every.total_seconds()
                 self._prune(database)
         if database is not None:
