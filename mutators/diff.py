@@ -34,7 +34,7 @@ def make_patch(original: Any, mutated: Any) -> list[PatchOperation]:
     before changing ``mutated`` again.
     """
     operations: list[PatchOperation] = []
-    _diff_value(original, mutated, "", operations)
+    _diff_value(original, mutated, path="", operations=operations)
     return operations
 
 
@@ -67,22 +67,22 @@ def _copy_value(value: Any) -> Any:
     return value
 
 
-def _diff_value(old: Any, new: Any, path: str, operations: list[PatchOperation]) -> None:
+def _diff_value(old: Any, new: Any, *, path: str, operations: list[PatchOperation]) -> None:
     if old is new:
         return
     old_type = type(old)
     if old_type is not type(new):
         operations.append({"op": "replace", "path": path, "value": new})
     elif old_type is dict:
-        _diff_dict(old, new, path, operations)
+        _diff_dict(old, new, path=path, operations=operations)
     elif old_type is list:
-        _diff_list(old, new, path, operations)
+        _diff_list(old, new, path=path, operations=operations)
     elif old != new:
         operations.append({"op": "replace", "path": path, "value": new})
 
 
 def _diff_dict(
-    old: dict[str, Any], new: dict[str, Any], path: str, operations: list[PatchOperation]
+    old: dict[str, Any], new: dict[str, Any], *, path: str, operations: list[PatchOperation]
 ) -> None:
     for key, old_item in old.items():
         if key not in new:
@@ -91,18 +91,20 @@ def _diff_dict(
         new_item = new[key]
         if old_item is new_item:
             continue
-        _diff_value(old_item, new_item, f"{path}/{escape_pointer(key)}", operations)
+        _diff_value(old_item, new_item, path=f"{path}/{escape_pointer(key)}", operations=operations)
     for key, new_item in new.items():
         if key not in old:
             pointer = f"{path}/{escape_pointer(key)}"
             operations.append({"op": "add", "path": pointer, "value": new_item})
 
 
-def _diff_list(old: list[Any], new: list[Any], path: str, operations: list[PatchOperation]) -> None:
+def _diff_list(
+    old: list[Any], new: list[Any], *, path: str, operations: list[PatchOperation]
+) -> None:
     if len(new) < len(old):
         operations.append({"op": "replace", "path": path, "value": new})
         return
     for index, old_item in enumerate(old):
-        _diff_value(old_item, new[index], f"{path}/{index}", operations)
+        _diff_value(old_item, new[index], path=f"{path}/{index}", operations=operations)
     for new_item in new[len(old) :]:
         operations.append({"op": "add", "path": f"{path}/-", "value": new_item})

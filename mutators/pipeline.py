@@ -1,0 +1,133 @@
+"""The entry point the webhook calls: every selected policy's mutators on one copy of the object.
+
+The object is copied once, each policy's enabled mutators run on the copy in a fixed order
+(model config, resource defaults, GPU scheduling, security context, metrics annotations), and
+``mlgate.io/mutated-by`` records which policies changed it. The JSONPatch is derived afterwards,
+at the edge, with ``mutators.diff.make_patch(original, outcome.obj)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mutators import (
+    gpu_scheduling,
+    metrics_annotations,
+    model_config,
+    resource_defaults,
+    security_context,
+)
+from mutators.diff import copy_json
+from mutators.result import MutatorResult
+from policies.model import MutateSpec, Policy
+from policies.podspec import PodTemplate, find_pod_templates, workload_annotations
+
+JsonObject = dict[str, Any]
+
+INJECT_ANNOTATION = "mlgate.io/inject"
+MUTATED_BY_ANNOTATION = "mlgate.io/mutated-by"
+
+Mutator = Callable[..., MutatorResult]
+
+# (name for metrics and warnings, the settings it reads from MutateSpec, the rule), in run order.
+MUTATORS: tuple[tuple[str, Callable[[MutateSpec], Any], Mutator], ...] = (
+    ("model-config", lambda spec: spec.model_config, model_config.mutate_pod),
+    ("resource-defaults", lambda spec: spec.resource_defaults, resource_defaults.mutate_pod),
+    ("gpu-scheduling", lambda spec: spec.gpu_scheduling, gpu_scheduling.mutate_pod),
+    ("security-context", lambda spec: spec.security_context, security_context.mutate_pod),
+    ("metrics-annotations", lambda spec: spec.metrics_annotations, metrics_annotations.mutate_pod),
+)
+
+
+@dataclass(frozen=True)
+class MutationOutcome:
+    """What the mutators did to one object.
+
+    ``obj`` is the mutated copy, or the input itself when there was nothing to do (opted out,
+    no pod spec, no policy); the input is never modified either way.
+    """
+
+    obj: JsonObject
+    changed_by: tuple[str, ...] = ()  # names of policies that changed something, in order
+    mutators: tuple[str, ...] = ()  # names of mutators that changed something (for metrics)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changed_by)
+
+
+def is_opted_out(obj: JsonObject) -> bool:
+    """Whether the workload says ``mlgate.io/inject: "false"`` (on itself or its pod template)."""
+    return workload_annotations(obj).get(INJECT_ANNOTATION) == "false"
+
+
+def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
+    """Run the mutators of ``policies`` (already selected, in order) on a copy of ``obj``."""
+    if not policies or is_opted_out(obj) or not find_pod_templates(obj):
+        return MutationOutcome(obj=obj)
+    mutated: JsonObject = copy_json(obj)
+    templates = find_pod_templates(mutated)
+    changed_by: list[str] = []
+    mutator_names: list[str] = []
+    warnings: list[str] = []
+    for policy in policies:
+        policy_changed = False
+        for name, settings_of, mutate_pod in MUTATORS:
+            settings = settings_of(policy.mutate)
+            if settings is None or not settings.enabled:
+                continue
+            changed = _run(
+                mutate_pod,
+                templates,
+                obj=mutated,
+                settings=settings,
+                into=warnings,
+                prefix=f"{policy.name}/{name}",
+            )
+            if changed:
+                policy_changed = True
+                if name not in mutator_names:
+                    mutator_names.append(name)
+        if policy_changed:
+            changed_by.append(policy.name)
+    if changed_by:
+        _record_mutated_by(mutated, changed_by)
+    return MutationOutcome(
+        obj=mutated if changed_by else obj,
+        changed_by=tuple(changed_by),
+        mutators=tuple(mutator_names),
+        warnings=tuple(dict.fromkeys(warnings)),
+    )
+
+
+def _run(
+    mutate_pod: Mutator,
+    templates: list[PodTemplate],
+    *,
+    obj: JsonObject,
+    settings: Any,
+    into: list[str],
+    prefix: str,
+) -> bool:
+    changed = False
+    for template in templates:
+        result = mutate_pod(template, obj=obj, settings=settings)
+        changed |= result.changed
+        into.extend(f"{prefix}: {warning}" for warning in result.warnings)
+    return changed
+
+
+def _record_mutated_by(obj: JsonObject, names: list[str]) -> None:
+    """Merge ``names`` into the object's ``mlgate.io/mutated-by``, keeping earlier names first."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = obj["metadata"] = {}
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = metadata["annotations"] = {}
+    existing = [name.strip() for name in str(annotations.get(MUTATED_BY_ANNOTATION, "")).split(",")]
+    merged = list(dict.fromkeys(name for name in [*existing, *names] if name))
+    annotations[MUTATED_BY_ANNOTATION] = ",".join(merged)

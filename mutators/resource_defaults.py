@@ -1,0 +1,146 @@
+"""Default requests and limits for every container (init containers too), as a LimitRange would.
+
+Per resource named in the policy (cpu and memory by default), compared as quantities:
+
+- neither request nor limit: both defaults (a default request above the default limit is
+  capped at it);
+- a limit only: request = min(limit, default request), so a request never exceeds its limit;
+- a request only: limit = the default limit, or, when the request is above that default, the
+  request itself.
+  NOTE: a LimitRange would set the default limit below the request and the API server would
+  then reject the pod; leaving the limit off would leave the container unbounded. Raising the
+  limit to the request keeps it bounded and schedulable; the author is told with a warning.
+- both: left alone (``override``: both replaced by the defaults, the request capped at the
+  limit).
+
+Quantities are written as the policy or the author spelled them, never reformatted. An author's
+value that is not a quantity is left alone, with a warning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mutators.fields import container_label
+from mutators.result import MutatorResult
+from policies.model import ResourceDefaultsSettings
+from policies.podspec import PodTemplate, iter_containers
+from policies.quantity import QuantityError, parse_quantity
+
+JsonObject = dict[str, Any]
+# Ephemeral containers may not have resources.
+RESOURCE_CONTAINER_LISTS = ("initContainers", "containers")
+
+
+def mutate_pod(
+    template: PodTemplate, *, obj: JsonObject, settings: ResourceDefaultsSettings
+) -> MutatorResult:
+    """Fill in the default requests and limits of every container of ``template``."""
+    del obj  # the rule needs nothing beyond the pod spec
+    default_requests = dict(settings.requests)
+    default_limits = dict(settings.limits)
+    warnings: list[str] = []
+    for defaults in (default_requests, default_limits):
+        for name, value in list(defaults.items()):
+            if not _is_quantity(value):  # the loader should have refused it; never raise here
+                warnings.append(f"policy default {name}: {value!r} is not a quantity; ignored")
+                del defaults[name]
+    names = list(dict.fromkeys([*default_requests, *default_limits]))
+    changed = False
+    for list_name, container in iter_containers(template.spec, RESOURCE_CONTAINER_LISTS):
+        who = container_label(list_name, container)
+        for name in names:
+            changed |= _default_resource(
+                container,
+                name,
+                default_request=default_requests.get(name),
+                default_limit=default_limits.get(name),
+                override=settings.override,
+                who=who,
+                warnings=warnings,
+            )
+    return MutatorResult(changed=changed, warnings=tuple(warnings))
+
+
+def _default_resource(
+    container: JsonObject,
+    name: str,
+    *,
+    default_request: str | None,
+    default_limit: str | None,
+    override: bool,
+    who: str,
+    warnings: list[str],
+) -> bool:
+    resources = container.get("resources")
+    requests = resources.get("requests") if isinstance(resources, dict) else None
+    limits = resources.get("limits") if isinstance(resources, dict) else None
+    request = requests.get(name) if isinstance(requests, dict) else None
+    limit = limits.get(name) if isinstance(limits, dict) else None
+    try:
+        request_amount = None if request is None else parse_quantity(request)
+        limit_amount = None if limit is None else parse_quantity(limit)
+    except QuantityError:
+        warnings.append(f"{who}: {name} request {request!r} or limit {limit!r} is not a quantity")
+        return False
+
+    new_request, new_limit = request, limit
+    if override or (request is None and limit is None):
+        new_request = default_request if default_request is not None else request
+        new_limit = default_limit if default_limit is not None else limit
+        if new_request is not None and new_limit is not None:
+            new_request = _smaller(new_request, new_limit)
+    elif request is None:
+        assert limit_amount is not None
+        if default_request is not None:
+            new_request = _smaller(limit, default_request)
+    elif limit is None:
+        assert request_amount is not None
+        if default_limit is not None:
+            if request_amount > parse_quantity(default_limit):
+                new_limit = request
+                warnings.append(
+                    f"{who}: {name} limit set to its request {request} "
+                    f"(above the default limit {default_limit})"
+                )
+            else:
+                new_limit = default_limit
+
+    changed = False
+    if _differs(new_request, request):
+        _set_resource(container, "requests", name=name, value=new_request)
+        changed = True
+    if _differs(new_limit, limit):
+        _set_resource(container, "limits", name=name, value=new_limit)
+        changed = True
+    return changed
+
+
+def _differs(new: Any, old: Any) -> bool:
+    """Whether writing ``new`` over ``old`` changes the amount (``1`` over ``1000m`` does not)."""
+    if new is None or new is old:
+        return False
+    return old is None or parse_quantity(new) != parse_quantity(old)
+
+
+def _is_quantity(value: Any) -> bool:
+    try:
+        parse_quantity(value)
+    except QuantityError:
+        return False
+    return True
+
+
+def _smaller(left: Any, right: Any) -> Any:
+    """The smaller of two quantities as written (``left`` when equal)."""
+    return right if parse_quantity(right) < parse_quantity(left) else left
+
+
+def _set_resource(container: JsonObject, kind: str, *, name: str, value: Any) -> None:
+    resources = container.get("resources")
+    if not isinstance(resources, dict):
+        resources = container["resources"] = {}
+    values = resources.get(kind)
+    if not isinstance(values, dict):
+        values = resources[kind] = {}
+    values[name] = value

@@ -1,0 +1,239 @@
+"""Non-root security contexts, with writable emptyDirs where the root filesystem goes read-only.
+
+Pod: ``runAsNonRoot``, ``runAsUser``, ``runAsGroup``, ``fsGroup``, ``seccompProfile``. Each
+container (init containers too): ``allowPrivilegeEscalation``, ``readOnlyRootFilesystem``,
+``capabilities.drop``. Missing fields are filled in; an author's value is kept unless
+``override``, and one that weakens the policy (``runAsUser: 0``, ``privileged: true``...) is
+reported as a warning.
+
+Some fields are left out where setting them would break the workload or get it rejected:
+
+- ``runAsNonRoot: true`` is not added to a pod that explicitly runs a container as root
+  (the kubelet would refuse to start it);
+- ``allowPrivilegeEscalation: false`` is not added to a privileged container or one that adds
+  ``SYS_ADMIN`` (the API server rejects both combinations);
+- Windows pods (``spec.os.name: windows``) are left alone: the API server forbids these Linux
+  fields on them.
+
+A container whose root filesystem ends up read-only gets an ``emptyDir`` mounted at each of the
+policy's writable paths (``/tmp``) where it has nothing mounted yet.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from mutators.fields import (
+    Fill,
+    container_label,
+    ensure_list,
+    fill_field,
+    fill_named,
+    normalise_path,
+    read_field,
+)
+from mutators.result import MutatorResult
+from policies.model import SecurityContextSettings
+from policies.podspec import PodTemplate, iter_containers
+
+JsonObject = dict[str, Any]
+CONTAINER_LISTS = ("initContainers", "containers")
+WRITABLE_VOLUME_PREFIX = "mlgate-writable"
+
+
+def mutate_pod(
+    template: PodTemplate, *, obj: JsonObject, settings: SecurityContextSettings
+) -> MutatorResult:
+    """Harden the pod spec of ``template``; see the module docstring for what is left out."""
+    del obj  # the rule needs nothing beyond the pod spec
+    spec = template.spec
+    if read_field(spec, "os", "name") == "windows":
+        return MutatorResult()
+    warnings: list[str] = []
+    containers = list(iter_containers(spec, CONTAINER_LISTS))
+    changed = _harden_pod(spec, containers, settings=settings, warnings=warnings)
+    for list_name, container in containers:
+        changed |= _harden_container(
+            container,
+            settings=settings,
+            who=container_label(list_name, container),
+            warnings=warnings,
+        )
+    if settings.read_only_root_filesystem:
+        for _, container in containers:
+            if read_field(container, "securityContext", "readOnlyRootFilesystem") is True:
+                changed |= _mount_writable_paths(
+                    spec, container, settings=settings, warnings=warnings
+                )
+    return MutatorResult(changed=changed, warnings=tuple(warnings))
+
+
+def _harden_pod(
+    spec: JsonObject,
+    containers: list[tuple[str, JsonObject]],
+    *,
+    settings: SecurityContextSettings,
+    warnings: list[str],
+) -> bool:
+    override = settings.override
+    changed = False
+    root_containers = [
+        container_label(list_name, c)
+        for list_name, c in containers
+        if read_field(c, "securityContext", "runAsUser") == 0
+    ]
+    if read_field(spec, "securityContext", "runAsUser") == 0:
+        root_containers.insert(0, "the pod")
+
+    if settings.run_as_non_root:
+        current = read_field(spec, "securityContext", "runAsNonRoot")
+        if root_containers and not override:
+            if current is None:
+                warnings.append(
+                    f"{', '.join(root_containers)} runs as root (runAsUser: 0); "
+                    "runAsNonRoot not set"
+                )
+        else:
+            fill = _fill(spec, "runAsNonRoot", True, override=override)
+            changed |= fill in ("added", "replaced")
+            if fill == "kept":
+                warnings.append("pod securityContext.runAsNonRoot: false left alone")
+
+    for field, value in (
+        ("runAsUser", settings.run_as_user),
+        ("runAsGroup", settings.run_as_group),
+        ("fsGroup", settings.fs_group),
+    ):
+        if value is None:
+            continue
+        fill = _fill(spec, field, value, override=override)
+        changed |= fill in ("added", "replaced")
+        if fill == "kept" and spec["securityContext"][field] == 0 and value != 0:
+            warnings.append(f"pod securityContext.{field}: 0 (root) left alone")
+
+    if settings.seccomp_profile is not None:
+        fill = _fill(spec, "seccompProfile", {"type": settings.seccomp_profile}, override=override)
+        changed |= fill in ("added", "replaced")
+        if fill == "kept" and read_field(spec, "securityContext", "seccompProfile", "type") == (
+            "Unconfined"
+        ):
+            warnings.append("pod seccompProfile Unconfined left alone")
+    return changed
+
+
+def _harden_container(
+    container: JsonObject, *, settings: SecurityContextSettings, who: str, warnings: list[str]
+) -> bool:
+    override = settings.override
+    changed = False
+    context = container.get("securityContext")
+    context = context if isinstance(context, dict) else {}
+    if context.get("runAsUser") == 0:
+        warnings.append(f"{who}: runAsUser: 0 (root) left alone")
+    if context.get("runAsNonRoot") is False and settings.run_as_non_root:
+        warnings.append(f"{who}: runAsNonRoot: false left alone")
+    if read_field(context, "seccompProfile", "type") == "Unconfined" and settings.seccomp_profile:
+        warnings.append(f"{who}: seccompProfile Unconfined left alone")
+
+    if not settings.allow_privilege_escalation:
+        blocker = _escalation_blocker(context)
+        if blocker is not None:
+            warnings.append(f"{who}: {blocker}; allowPrivilegeEscalation not set")
+        else:
+            fill = _fill(container, "allowPrivilegeEscalation", False, override=override)
+            changed |= fill in ("added", "replaced")
+            if fill == "kept":
+                warnings.append(f"{who}: allowPrivilegeEscalation: true left alone")
+
+    fill = _fill(
+        container, "readOnlyRootFilesystem", settings.read_only_root_filesystem, override=override
+    )
+    changed |= fill in ("added", "replaced")
+    if fill == "kept" and settings.read_only_root_filesystem:
+        warnings.append(f"{who}: readOnlyRootFilesystem: false left alone")
+
+    if settings.drop_capabilities:
+        changed |= _drop_capabilities(container, settings.drop_capabilities, override=override)
+    return changed
+
+
+def _escalation_blocker(context: JsonObject) -> str | None:
+    """Why ``allowPrivilegeEscalation: false`` would get the container rejected, if it would."""
+    if context.get("privileged") is True:
+        return "privileged: true"
+    added = read_field(context, "capabilities", "add")
+    if isinstance(added, list) and {"SYS_ADMIN", "CAP_SYS_ADMIN"} & set(map(str, added)):
+        return "capability SYS_ADMIN added"
+    return None
+
+
+def _drop_capabilities(container: JsonObject, drop: tuple[str, ...], *, override: bool) -> bool:
+    current = read_field(container, "securityContext", "capabilities", "drop")
+    if not isinstance(current, list):
+        fill_field(
+            container, ("securityContext", "capabilities", "drop"), value=list(drop), override=True
+        )
+        return True
+    if not override:
+        return False
+    missing = [name for name in drop if name not in current]
+    current.extend(missing)
+    return bool(missing)
+
+
+def _mount_writable_paths(
+    spec: JsonObject,
+    container: JsonObject,
+    *,
+    settings: SecurityContextSettings,
+    warnings: list[str],
+) -> bool:
+    changed = False
+    mounts = container.get("volumeMounts")
+    mounted = {
+        normalise_path(str(m.get("mountPath", "")))
+        for m in (mounts if isinstance(mounts, list) else [])
+        if isinstance(m, dict)
+    }
+    for path in settings.writable_paths:
+        if normalise_path(path) in mounted:
+            continue
+        name = writable_volume_name(path)
+        if name is None:
+            continue
+        volume = {"name": name, "emptyDir": {}}
+        existing = read_field(_volume(spec, name), "emptyDir")
+        if _volume(spec, name) is not None and not isinstance(existing, dict):
+            warnings.append(f'volume "{name}" exists and is not an emptyDir; {path} not mounted')
+            continue
+        changed |= fill_named(spec, "volumes", item=volume, override=False) == "added"
+        ensure_list(container, "volumeMounts").append({"name": name, "mountPath": path})
+        mounted.add(normalise_path(path))
+        changed = True
+    return changed
+
+
+def writable_volume_name(path: str) -> str | None:
+    """The emptyDir volume for a writable path: ``/tmp`` -> ``mlgate-writable-tmp``.
+
+    A DNS label (63 characters at most); None for a path with nothing to name it by (``/``).
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")
+    if not slug:
+        return None
+    return f"{WRITABLE_VOLUME_PREFIX}-{slug}"[:63].rstrip("-")
+
+
+def _volume(spec: JsonObject, name: str) -> JsonObject | None:
+    volumes = spec.get("volumes")
+    if not isinstance(volumes, list):
+        return None
+    for volume in volumes:
+        if isinstance(volume, dict) and volume.get("name") == name:
+            return volume
+    return None
+
+
+def _fill(node: JsonObject, field: str, value: Any, *, override: bool) -> Fill:
+    return fill_field(node, ("securityContext", field), value=value, override=override)
