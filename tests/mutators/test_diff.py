@@ -26,8 +26,9 @@ json_keys = st.text(max_size=6) | st.sampled_from(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(json_keys, children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(json_keys, children, max_size=5)
+    ),
     max_leaves=30,
 )
 

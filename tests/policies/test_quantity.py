@@ -45,8 +45,20 @@ def test_parse_quantity_gives_exact_amount(text: str | int | float, amount: Deci
 @pytest.mark.parametrize(
     "text",
     [
-        "", "Gi", "1.5.0", "2 Gi", "1gi", "1KiB", "1e", "1e3Gi", "abc", "--1", "1e99999999999",
-        True, None, float("nan"),
+        "",
+        "Gi",
+        "1.5.0",
+        "2 Gi",
+        "1gi",
+        "1KiB",
+        "1e",
+        "1e3Gi",
+        "abc",
+        "--1",
+        "1e99999999999",
+        True,
+        None,
+        float("nan"),
     ],
     ids=repr,
 )
@@ -91,8 +103,9 @@ def test_format_quantity_picks_largest_exact_suffix(
 
 
 @given(
-    amount=st.decimals(min_value=-(2**63), max_value=2**63, places=9, allow_nan=False,
-                       allow_infinity=False),
+    amount=st.decimals(
+        min_value=-(2**63), max_value=2**63, places=9, allow_nan=False, allow_infinity=False
+    ),
     binary=st.booleans(),
 )
 def test_formatted_quantity_parses_back_to_same_amount(amount: Decimal, binary: bool) -> None:
