@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 from fnmatch import fnmatchcase
 
 from policies.context import AdmissionContext
-from policies.model import LabelSelector, Match, Policy
+from policies.model import Match, Policy
 from policies.podspec import POD_BEARING_KINDS, JsonObject
+from policies.selector import matches_selector
 
 # The kind behind each resource whose pod template we read (the scale subresource's object is
 # a Scale; the policy still matches on the workload's kind).
@@ -32,24 +33,6 @@ Predicate = Callable[[Match, AdmissionContext, Mapping[str, str]], bool]
 def matches_glob(value: str, patterns: Sequence[str]) -> bool:
     """True when ``value`` equals or fnmatch-matches one of the patterns."""
     return any(value == p or fnmatchcase(value, p) for p in patterns)
-
-
-def matches_selector(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
-    """Kubernetes label selector semantics: every matchLabel and every expression holds."""
-    for key, value in selector.match_labels:
-        if labels.get(key) != value:
-            return False
-    for req in selector.match_expressions:
-        present = req.key in labels
-        if req.operator == "In" and not (present and labels[req.key] in req.values):
-            return False
-        if req.operator == "NotIn" and present and labels[req.key] in req.values:
-            return False
-        if req.operator == "Exists" and not present:
-            return False
-        if req.operator == "DoesNotExist" and present:
-            return False
-    return True
 
 
 def workload_kind(ctx: AdmissionContext) -> str:
