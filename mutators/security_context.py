@@ -52,10 +52,29 @@ def mutate_pod(
         return MutatorResult()
     warnings: list[str] = []
     containers = list(iter_containers(spec, CONTAINER_LISTS))
-    changed = _harden_pod(spec, containers, settings=settings, warnings=warnings)
+    # NOTE: runAsNonRoot: true on a pod that explicitly runs something as root would keep the
+    # kubelet from starting it; the root part is left alone, and the warning says so.
+    runs_as_root = read_field(spec, "securityContext", "runAsUser") == 0 or any(
+        read_field(c, "securityContext", "runAsUser") == 0 for _, c in containers
+    )
+    skip_non_root = (
+        settings.run_as_non_root
+        and runs_as_root
+        and not settings.override
+        and read_field(spec, "securityContext", "runAsNonRoot") is None
+    )
+    root_note = "; runAsNonRoot not set on the pod" if skip_non_root else ""
+    changed = _harden_pod(
+        spec,
+        skip_non_root=skip_non_root,
+        root_note=root_note,
+        settings=settings,
+        warnings=warnings,
+    )
     for list_name, container in containers:
         changed |= _harden_container(
             container,
+            root_note=root_note,
             settings=settings,
             who=container_label(list_name, container),
             warnings=warnings,
@@ -71,34 +90,19 @@ def mutate_pod(
 
 def _harden_pod(
     spec: JsonObject,
-    containers: list[tuple[str, JsonObject]],
     *,
+    skip_non_root: bool,
+    root_note: str,
     settings: SecurityContextSettings,
     warnings: list[str],
 ) -> bool:
     override = settings.override
     changed = False
-    root_containers = [
-        container_label(list_name, c)
-        for list_name, c in containers
-        if read_field(c, "securityContext", "runAsUser") == 0
-    ]
-    if read_field(spec, "securityContext", "runAsUser") == 0:
-        root_containers.insert(0, "the pod")
-
-    if settings.run_as_non_root:
-        current = read_field(spec, "securityContext", "runAsNonRoot")
-        if root_containers and not override:
-            if current is None:
-                warnings.append(
-                    f"{', '.join(root_containers)} runs as root (runAsUser: 0); "
-                    "runAsNonRoot not set"
-                )
-        else:
-            fill = _fill(spec, "runAsNonRoot", True, override=override)
-            changed |= fill in ("added", "replaced")
-            if fill == "kept":
-                warnings.append("pod securityContext.runAsNonRoot: false left alone")
+    if settings.run_as_non_root and not skip_non_root:
+        fill = _fill(spec, "runAsNonRoot", True, override=override)
+        changed |= fill in ("added", "replaced")
+        if fill == "kept":
+            warnings.append("pod securityContext.runAsNonRoot: false left alone")
 
     for field, value in (
         ("runAsUser", settings.run_as_user),
@@ -110,7 +114,8 @@ def _harden_pod(
         fill = _fill(spec, field, value, override=override)
         changed |= fill in ("added", "replaced")
         if fill == "kept" and spec["securityContext"][field] == 0 and value != 0:
-            warnings.append(f"pod securityContext.{field}: 0 (root) left alone")
+            note = root_note if field == "runAsUser" else ""
+            warnings.append(f"pod securityContext.{field}: 0 (root) left alone{note}")
 
     if settings.seccomp_profile is not None:
         fill = _fill(spec, "seccompProfile", {"type": settings.seccomp_profile}, override=override)
@@ -123,14 +128,19 @@ def _harden_pod(
 
 
 def _harden_container(
-    container: JsonObject, *, settings: SecurityContextSettings, who: str, warnings: list[str]
+    container: JsonObject,
+    *,
+    root_note: str,
+    settings: SecurityContextSettings,
+    who: str,
+    warnings: list[str],
 ) -> bool:
     override = settings.override
     changed = False
     context = container.get("securityContext")
     context = context if isinstance(context, dict) else {}
     if context.get("runAsUser") == 0:
-        warnings.append(f"{who}: runAsUser: 0 (root) left alone")
+        warnings.append(f"{who}: runAsUser: 0 (root) left alone{root_note}")
     if context.get("runAsNonRoot") is False and settings.run_as_non_root:
         warnings.append(f"{who}: runAsNonRoot: false left alone")
     if read_field(context, "seccompProfile", "type") == "Unconfined" and settings.seccomp_profile:

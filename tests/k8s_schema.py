@@ -18,7 +18,9 @@ CUSTOM_RESOURCE_TEMPLATES = {("argoproj.io/v1alpha1", "Rollout"): ("spec", "temp
 
 def validate_k8s(obj: dict[str, Any]) -> None:
     """Raise ``kubernetes_validate.ValidationError`` if ``obj`` breaks the official schema."""
-    template_path = CUSTOM_RESOURCE_TEMPLATES.get((obj.get("apiVersion"), obj.get("kind")))
+    template_path = CUSTOM_RESOURCE_TEMPLATES.get(
+        (str(obj.get("apiVersion")), str(obj.get("kind")))
+    )
     if template_path is not None:
         template: Any = obj
         for key in template_path:
