@@ -111,3 +111,12 @@ def postgres_url(postgres_server: str) -> str:
     with psycopg.connect(postgres_server, autocommit=True) as connection:
         connection.execute(f"CREATE DATABASE {name}")
     return postgres_server.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty audit database on each engine: a SQLite path, then a PostgreSQL URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "audit.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url

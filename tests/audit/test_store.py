@@ -30,14 +30,6 @@ from webhook.audit.store import AuditStore, WriterSettings, configure_audit_log,
 NO_RETENTION = Retention(max_age=None, max_rows=None, max_bytes=None)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def audit_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "audit.db")
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def read_all(target: str) -> list[AuditRecord]:
     database = open_audit_database(target, create=False)
     try:

@@ -56,7 +56,11 @@ _STOP = object()
 
 
 def configure_audit_log(stream: TextIO | None = None) -> None:
-    """Send ``mlgate.audit`` to stdout as bare JSON lines (idempotent)."""
+    """Send ``mlgate.audit`` to stdout as bare JSON lines (idempotent).
+
+    The store calls it when its writer starts, which is in the worker process after gunicorn's
+    ``logconfig_dict`` has cleared the handlers of ``mlgate.audit``.
+    """
     if any(getattr(h, "mlgate_audit", False) for h in audit_log.handlers):
         return
     handler = logging.StreamHandler(stream or sys.stdout)
@@ -76,9 +80,11 @@ class AuditStore:
         *,
         retention: Retention = DEFAULT_RETENTION,
         settings: WriterSettings = WriterSettings(),
+        json_log: bool = False,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._connect = connect
+        self.json_log = json_log
         self.retention = retention
         self.settings = settings
         self._clock = clock
@@ -129,6 +135,9 @@ class AuditStore:
             # its thread: start afresh, leaving the parent's records to the parent.
             self._queue = queue.Queue(self.settings.queue_size)
             self._closed = False
+            if self.json_log:
+                # Here, in the worker, after gunicorn's logging setup replaced our handlers.
+                configure_audit_log()
             self._thread = threading.Thread(target=self._run, name="mlgate-audit-writer",
                                             daemon=True)
             self._thread.start()
@@ -237,6 +246,5 @@ def open_audit_store(
     the writer thread; each writer thread opens its own connection.
     """
     open_audit_database(target).close()
-    if json_log:
-        configure_audit_log()
-    return AuditStore(lambda: open_audit_database(target), retention=retention, settings=settings)
+    return AuditStore(lambda: open_audit_database(target), retention=retention,
+                      settings=settings, json_log=json_log)
