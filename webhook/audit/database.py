@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
+import psycopg
 
 from webhook.audit.record import AuditRecord
 
@@ -467,8 +468,6 @@ class SqliteDatabase(AuditDatabase):
 
 @contextlib.contextmanager
 def translate_psycopg_errors() -> Iterator[None]:
-    import psycopg  # noqa: PLC0415 - only the PostgreSQL store needs it
-
     try:
         yield
     except psycopg.OperationalError as error:
@@ -485,9 +484,6 @@ class PostgresDatabase(AuditDatabase):
     day_expression = "to_char(to_timestamp(time_us / 1000000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
     def __init__(self, url: str, *, connect_timeout: int = 10):
-        import psycopg  # noqa: PLC0415 - only the PostgreSQL store needs it
-
-        self._psycopg = psycopg
         self.url = url
         self.connect_timeout = connect_timeout
         try:
@@ -496,7 +492,7 @@ class PostgresDatabase(AuditDatabase):
             raise AuditDatabaseError(f"cannot connect to the audit database: {error}") from error
 
     def _connect(self) -> Any:
-        return self._psycopg.connect(
+        return psycopg.connect(
             self.url, autocommit=True, connect_timeout=self.connect_timeout
         )
 
