@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.loader import PolicyLoadError, default_policy_dir, load_policy_dir
+from webhook.audit import cli as audit_cli
 from webhook.settings import DEFAULT_MAX_BODY_BYTES
 
 log = logging.getLogger("mlgate.cli")
@@ -72,6 +73,7 @@ def add_serve_parser(subparsers: Any) -> None:
         help="mlgate's own namespace, never acted on",
     )
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
+    audit_cli.add_retention_arguments(serve)
     serve.set_defaults(func=run_serve)
 
 
@@ -169,7 +171,7 @@ def run_serve(args: argparse.Namespace) -> int:
         Path(audit_target).parent.mkdir(parents=True, exist_ok=True)
     from webhook.audit.store import open_audit_store
 
-    audit = open_audit_store(audit_target)
+    audit = open_audit_store(audit_target, retention=audit_cli.build_retention(args))
     print(f"mlgate: audit store {audit_target}")
     print(f"mlgate: serving https://{args.bind} (mutate, validate, healthz, readyz, metrics)")
     sys.stdout.flush()
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(subparsers)
     add_policy_parser(subparsers)
+    audit_cli.register(subparsers)
     return parser
 
 
