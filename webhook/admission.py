@@ -20,7 +20,7 @@ from policies.context import AdmissionContext, LookupFailure, QuotaStatus, UserI
 from policies.engine import Verdict, evaluate, summarize
 from policies.matching import select_policies, subject_object
 from policies.model import PolicySet
-from policies.podspec import find_pod_templates, template_path
+from policies.podspec import find_pod_templates, iter_containers, template_path
 from policies.results import CheckResult
 from webhook.audit.record import AuditRecord
 from webhook.review import AdmissionRequest, AdmissionReviewWire, build_response
@@ -233,11 +233,10 @@ def build_audit_records(ctx: AdmissionContext, verdict: Verdict) -> list[AuditRe
     obj = subject_object(ctx) or {}
     images = tuple(
         dict.fromkeys(
-            c.get("image", "")
+            c["image"]
             for t in find_pod_templates(obj)
-            for key in ("initContainers", "containers")
-            for c in t.spec.get(key) or []
-            if isinstance(c, dict) and isinstance(c.get("image"), str)
+            for _, c in iter_containers(t.spec)
+            if isinstance(c.get("image"), str)
         )
     )
     owner = f"{workload_kind_name(ctx)}/{ctx.name}"
