@@ -1,7 +1,9 @@
-"""The ``mlgate certs`` command group: ``generate`` and ``inject``.
+"""The ``mlgate certs`` command group (``generate``, ``inject``) and ``serve --manage-certs``.
 
 ``webhook.cli`` calls ``register(subparsers)``; each subcommand sets ``func`` to a handler that
-takes the parsed arguments and returns the exit code.
+takes the parsed arguments and returns the exit code. For ``serve``, it calls
+``add_manage_certs_arguments(serve_parser)`` and, when ``--manage-certs`` is given,
+``start_managed_certificates(args)`` before starting gunicorn.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
+import logging
+import os
+import socket
 import sys
 from pathlib import Path
 from typing import get_args
@@ -16,13 +21,24 @@ from typing import get_args
 from certs.authority import KeyType, build_ca, build_serving_cert, service_dns_names
 from certs.cluster import (
     DEFAULT_MUTATING_NAME,
+    DEFAULT_SECRET_NAME,
     DEFAULT_VALIDATING_NAME,
     ClusterError,
+    KubeCertificateStore,
     inject_ca_bundle,
     load_api_client,
     read_published_ca_fingerprints,
 )
-from certs.files import CertificateFiles, CertificateFilesExistError, write_certificate_files
+from certs.files import (
+    CERT_FILE,
+    KEY_FILE,
+    CertificateFiles,
+    CertificateFilesExistError,
+    write_certificate_files,
+)
+from certs.manager import CertificateManager, ManagerSettings, start_manager_thread
+
+log = logging.getLogger("mlgate.certs")
 
 DAYS_PER_YEAR = 365
 DAYS_PER_MONTH = 30
@@ -60,6 +76,93 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     inject.add_argument("--mutating-name", default=DEFAULT_MUTATING_NAME)
     inject.add_argument("--validating-name", default=DEFAULT_VALIDATING_NAME)
     inject.set_defaults(func=run_inject)
+
+
+def add_manage_certs_arguments(serve: argparse.ArgumentParser) -> None:
+    """The ``serve`` flags of certificate self-management (``MLGATE_*`` variables too)."""
+    env = os.environ.get
+    group = serve.add_argument_group("certificate self-management (in a cluster)")
+    group.add_argument(
+        "--manage-certs",
+        action="store_true",
+        default=env("MLGATE_MANAGE_CERTS", "") in ("1", "true"),
+        help="keep the CA and serving certificate in a Secret, renew them and the caBundle",
+    )
+    group.add_argument(
+        "--cert-dir",
+        type=Path,
+        default=Path(env("MLGATE_CERT_DIR", "/run/mlgate/certs")),
+        help="where the served files are written (default /run/mlgate/certs)",
+    )
+    group.add_argument("--cert-secret", default=env("MLGATE_CERT_SECRET", DEFAULT_SECRET_NAME))
+    group.add_argument(
+        "--service-name",
+        default=env("MLGATE_SERVICE_NAME", "mlgate"),
+        help="the webhook Service the certificate is for",
+    )
+    group.add_argument(
+        "--cert-extra-san", action="append", default=[], help="another DNS name (repeatable)"
+    )
+    group.add_argument("--mutating-name", default=DEFAULT_MUTATING_NAME)
+    group.add_argument("--validating-name", default=DEFAULT_VALIDATING_NAME)
+    group.add_argument(
+        "--cert-check-interval",
+        type=_positive_int,
+        default=int(env("MLGATE_CERT_CHECK_INTERVAL", "60")),
+        help="seconds between checks of the Secret (default 60)",
+    )
+    group.add_argument("--leaf-days", type=_positive_int, default=90, help="default 90")
+    group.add_argument("--ca-days", type=_positive_int, default=5 * DAYS_PER_YEAR)
+    group.add_argument(
+        "--renew-fraction",
+        type=float,
+        default=2 / 3,
+        help="renew once this fraction of a certificate's life has passed (default 2/3)",
+    )
+    group.add_argument(
+        "--replica-name",
+        default=env("POD_NAME") or socket.gethostname(),
+        help="this replica's name in the Secret's reports (default $POD_NAME)",
+    )
+
+
+def start_managed_certificates(args: argparse.Namespace) -> tuple[Path, Path]:
+    """Converge once (files exist when this returns), then keep converging in a thread.
+
+    Returns the certificate and key paths the server must load. Uses ``args.namespace`` and
+    ``args.kubeconfig`` from ``serve``.
+    """
+    interval = dt.timedelta(seconds=args.cert_check_interval)
+    settings = ManagerSettings(
+        service=args.service_name,
+        namespace=args.namespace,
+        extra_sans=tuple(args.cert_extra_san),
+        ca_valid_for=dt.timedelta(days=args.ca_days),
+        leaf_valid_for=dt.timedelta(days=args.leaf_days),
+        renew_fraction=args.renew_fraction,
+        # A replica reports at least every ack_ttl/3, so five intervals mean it is gone.
+        ack_ttl=5 * interval,
+        min_overlap=2 * interval,
+    )
+    store = KubeCertificateStore(
+        api_client=load_api_client(args.kubeconfig),
+        namespace=args.namespace,
+        secret_name=args.cert_secret,
+        mutating_name=args.mutating_name,
+        validating_name=args.validating_name,
+    )
+    manager = CertificateManager(
+        settings=settings, store=store, directory=args.cert_dir, replica=args.replica_name
+    )
+    state = manager.reconcile_once()
+    log.info(
+        "certificates managed in secret %s/%s; serving certificate valid until %s",
+        args.namespace,
+        args.cert_secret,
+        state.serving.certificate.not_valid_after_utc.isoformat(),
+    )
+    start_manager_thread(manager, interval=interval)
+    return args.cert_dir / CERT_FILE, args.cert_dir / KEY_FILE
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from certs import cli as certs_cli
 from policies.loader import PolicyLoadError, default_policy_dir, load_policy_dir
 from webhook.audit import cli as audit_cli
 from webhook.settings import DEFAULT_MAX_BODY_BYTES
@@ -74,6 +75,7 @@ def add_serve_parser(subparsers: Any) -> None:
     )
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     audit_cli.add_retention_arguments(serve)
+    certs_cli.add_manage_certs_arguments(serve)
     serve.set_defaults(func=run_serve)
 
 
@@ -143,7 +145,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if (args.cert is None) != (args.key is None):
         print("mlgate serve: give both --cert and --key, or neither", file=sys.stderr)
         return 2
-    if args.cert is None:
+    if args.manage_certs:
+        cert_file, key_file = certs_cli.start_managed_certificates(args)
+    elif args.cert is None:
         ca_file, cert_file, key_file = ensure_dev_certificate(args.state_dir)
         sys.stdout.write(client_config_text(args.bind, ca_file))
     else:
@@ -257,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(subparsers)
     add_policy_parser(subparsers)
     audit_cli.register(subparsers)
+    certs_cli.register(subparsers)
     return parser
 
 
