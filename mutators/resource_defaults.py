@@ -77,12 +77,10 @@ def _default_resource(
     limits = resources.get("limits") if isinstance(resources, dict) else None
     request = requests.get(name) if isinstance(requests, dict) else None
     limit = limits.get(name) if isinstance(limits, dict) else None
-    try:
-        request_amount = None if request is None else parse_quantity(request)
-        limit_amount = None if limit is None else parse_quantity(limit)
-    except QuantityError:
-        warnings.append(f"{who}: {name} request {request!r} or limit {limit!r} is not a quantity")
-        return False
+    for kind, value in (("request", request), ("limit", limit)):
+        if value is not None and not _is_quantity(value):
+            warnings.append(f"{who}: {name} {kind} {value!r} is not a quantity; left alone")
+            return False
 
     new_request, new_limit = request, limit
     if override or (request is None and limit is None):
@@ -90,21 +88,17 @@ def _default_resource(
         new_limit = default_limit if default_limit is not None else limit
         if new_request is not None and new_limit is not None:
             new_request = _smaller(new_request, new_limit)
-    elif request is None:
-        assert limit_amount is not None
-        if default_request is not None:
-            new_request = _smaller(limit, default_request)
-    elif limit is None:
-        assert request_amount is not None
-        if default_limit is not None:
-            if request_amount > parse_quantity(default_limit):
-                new_limit = request
-                warnings.append(
-                    f"{who}: {name} limit set to its request {request} "
-                    f"(above the default limit {default_limit})"
-                )
-            else:
-                new_limit = default_limit
+    elif request is None and default_request is not None:
+        new_request = _smaller(limit, default_request)
+    elif limit is None and default_limit is not None:
+        if parse_quantity(request) > parse_quantity(default_limit):
+            new_limit = request
+            warnings.append(
+                f"{who}: {name} limit set to its request {request} "
+                f"(above the default limit {default_limit})"
+            )
+        else:
+            new_limit = default_limit
 
     changed = False
     if _differs(new_request, request):

@@ -1,0 +1,91 @@
+"""Small builders of workloads for mutator tests, and a runner that checks every result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mutators.diff import copy_json, make_patch
+from mutators.result import MutatorResult
+from policies.podspec import find_pod_templates
+from tests.k8s_schema import validate_k8s
+from tests.mutators.invariants import find_duplicates
+
+JsonObject = dict[str, Any]
+IMAGE = "registry.example.com/ml/model:1.0"
+
+
+def container(name: str = "server", **fields: Any) -> JsonObject:
+    return {"name": name, "image": IMAGE, **fields}
+
+
+def pod(
+    *containers: JsonObject,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    **spec: Any,
+) -> JsonObject:
+    """A Pod with ``containers`` (one default container if none) and extra pod spec fields."""
+    metadata: JsonObject = {"name": "model", "namespace": "ml"}
+    if labels:
+        metadata["labels"] = labels
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": list(containers) or [container()], **spec},
+    }
+
+
+def deployment(
+    *containers: JsonObject,
+    template_annotations: dict[str, str] | None = None,
+    with_template_metadata: bool = True,
+    **spec: Any,
+) -> JsonObject:
+    """A Deployment whose pod template holds ``containers`` and extra pod spec fields."""
+    template: JsonObject = {"spec": {"containers": list(containers) or [container()], **spec}}
+    if with_template_metadata:
+        template["metadata"] = {"labels": {"app": "model"}}
+        if template_annotations:
+            template["metadata"]["annotations"] = template_annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "model", "namespace": "ml"},
+        "spec": {"selector": {"matchLabels": {"app": "model"}}, "template": template},
+    }
+
+
+def run_mutator(
+    mutate_pod: Callable[..., MutatorResult], obj: JsonObject, settings: Any
+) -> tuple[JsonObject, MutatorResult]:
+    """Run one mutator on a copy of ``obj`` and check what every mutated object must satisfy.
+
+    The input is left untouched, ``changed`` matches whether the object changed, and the result
+    is schema-valid with nothing duplicated.
+    """
+    original = copy_json(obj)
+    mutated = copy_json(obj)
+    results = [mutate_pod(t, obj=mutated, settings=settings) for t in find_pod_templates(mutated)]
+    assert len(results) == 1
+    assert obj == original
+    assert results[0].changed == bool(make_patch(obj, mutated))
+    validate_k8s(mutated)
+    assert find_duplicates(mutated) == []
+    return mutated, results[0]
+
+
+def read_path(obj: Any, path: str) -> Any:
+    """The value at a dotted path (``spec.containers.0.env``); None when missing."""
+    for step in path.split("."):
+        if isinstance(obj, list):
+            index = int(step)
+            obj = obj[index] if index < len(obj) else None
+        elif isinstance(obj, dict):
+            obj = obj.get(step)
+        else:
+            return None
+    return obj
