@@ -90,7 +90,7 @@ def _default_resource(
             new_request = _smaller(new_request, new_limit)
     elif request is None and default_request is not None:
         new_request = _smaller(limit, default_request)
-    elif limit is None and default_limit is not None:
+    elif request is not None and limit is None and default_limit is not None:
         if parse_quantity(request) > parse_quantity(default_limit):
             new_limit = request
             warnings.append(
