@@ -27,7 +27,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -363,7 +365,7 @@ class CertificateManager:
     directory: Path
     replica: str
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
-    max_rounds: int = 10
+    max_rounds: int = 20
 
     def reconcile_once(self) -> CertificateState:
         """Bring the Secret, the files and the caBundle in line; return the state served."""
@@ -382,6 +384,8 @@ class CertificateManager:
                     self.store.write_state(planned, resource_version=stored.resource_version)
                 except ConflictError:
                     log.info("certificate secret changed under us; reading it again")
+                    # A little jitter, so replicas that collided do not collide again.
+                    time.sleep(random.uniform(0, 0.05))  # noqa: S311 - not cryptographic
                     continue
                 if step != "none":
                     log.info("certificates: %s", step)
