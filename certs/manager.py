@@ -385,7 +385,7 @@ class CertificateManager:
                 except ConflictError:
                     log.info("certificate secret changed under us; reading it again")
                     # A little jitter, so replicas that collided do not collide again.
-                    time.sleep(random.uniform(0, 0.05))  # noqa: S311 - not cryptographic
+                    time.sleep(random.uniform(0, 0.05))
                     continue
                 if step != "none":
                     log.info("certificates: %s", step)
