@@ -6,6 +6,7 @@ or local ones without monkey-patching.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -87,7 +88,7 @@ class AdmissionResource:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = orjson.dumps(outcome.review)
         seconds = time.perf_counter() - start
-        self._record(request, outcome, seconds)
+        self._record(request, outcome, seconds, timeout=req.get_param("timeout") or "")
 
     def _read_body(self, req: falcon.Request) -> bytes:
         content_type = (req.content_type or "").split(";")[0].strip().lower()
@@ -107,7 +108,9 @@ class AdmissionResource:
             raise ReviewError(400, "body is empty; expected an AdmissionReview")
         return body
 
-    def _record(self, request: AdmissionRequest, outcome: Outcome, seconds: float) -> None:
+    def _record(
+        self, request: AdmissionRequest, outcome: Outcome, seconds: float, *, timeout: str
+    ) -> None:
         if outcome.records and self.audit is not None:
             self.audit.submit(list(outcome.records))
         metrics.observe_admission(
@@ -121,10 +124,12 @@ class AdmissionResource:
             metrics.count_policy_results(outcome.results)
         if outcome.mutators:
             metrics.count_mutations(outcome.mutators)
-        decision_log.info(
-            "admission",
-            extra={"fields": decision_fields(self.webhook, request, outcome, seconds)},
-        )
+        fields = decision_fields(self.webhook, request, outcome, seconds)
+        if timeout:
+            fields["timeout"] = (
+                timeout  # the API server gives up after this (webhook timeoutSeconds)
+            )
+        decision_log.info("admission", extra={"fields": fields})
 
 
 def decision_fields(
@@ -259,8 +264,9 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object per line, as cluster log collectors expect."""
 
     def format(self, record: logging.LogRecord) -> str:
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
         line: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
