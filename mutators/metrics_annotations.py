@@ -41,7 +41,7 @@ def find_metrics_port(spec: JsonObject, *, settings: MetricsAnnotationsSettings)
     ports = [
         port
         for container in app_containers(spec)
-        for port in (container.get("ports") or [])
+        for port in _list(container.get("ports"))
         if isinstance(port, dict) and isinstance(port.get("containerPort"), int)
     ]
     for name in settings.port_names:
@@ -51,3 +51,7 @@ def find_metrics_port(spec: JsonObject, *, settings: MetricsAnnotationsSettings)
     if ports:
         return int(ports[0]["containerPort"])
     return settings.default_port
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

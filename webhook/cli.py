@@ -19,6 +19,7 @@ from typing import Any
 from certs import cli as certs_cli
 from policies.loader import PolicyLoadError, default_policy_dir, load_policy_dir
 from webhook.audit import cli as audit_cli
+from webhook.audit.record import AuditSink
 from webhook.settings import DEFAULT_MAX_BODY_BYTES
 
 log = logging.getLogger("mlgate.cli")
@@ -72,6 +73,12 @@ def add_serve_parser(subparsers: Any) -> None:
         "--namespace",
         default=_env("NAMESPACE", os.environ.get("POD_NAMESPACE", "mlgate-system")),
         help="mlgate's own namespace, never acted on",
+    )
+    serve.add_argument(
+        "--events",
+        action="store_true",
+        default=_env("EVENTS", "") in ("1", "true"),
+        help="also record each denial as a Kubernetes Event (reason PolicyViolation)",
     )
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "info"))
     audit_cli.add_retention_arguments(serve)
@@ -173,9 +180,15 @@ def run_serve(args: argparse.Namespace) -> int:
     audit_target = args.audit_db or str(args.state_dir / "audit.db")
     if "://" not in audit_target:
         Path(audit_target).parent.mkdir(parents=True, exist_ok=True)
-    from webhook.audit.store import open_audit_store
+    from webhook.audit.report import ReportArgumentError
+    from webhook.audit.store import SinkGroup, open_audit_store
 
-    audit = open_audit_store(audit_target, retention=audit_cli.build_retention(args))
+    try:
+        retention = audit_cli.build_retention(args)
+    except ReportArgumentError as exc:
+        print(f"mlgate serve: {exc}", file=sys.stderr)
+        return 2
+    audit = open_audit_store(audit_target, retention=retention)
     print(f"mlgate: audit store {audit_target}")
     print(f"mlgate: serving https://{args.bind} (mutate, validate, healthz, readyz, metrics)")
     sys.stdout.flush()
@@ -184,10 +197,15 @@ def run_serve(args: argparse.Namespace) -> int:
         from webhook.app import create_app
 
         cluster = None if args.no_cluster else connect_cluster_or_none(args.kubeconfig)
-        app = create_app(settings, kube=cluster, audit=audit)
+        sink: AuditSink = audit
+        if args.events and cluster is not None:
+            from webhook.events import open_event_recorder
+
+            sink = SinkGroup([audit, open_event_recorder(cluster.api_client)])
+        app = create_app(settings, kube=cluster, audit=sink)
 
         def close() -> None:
-            audit.close()
+            sink.close()
             if cluster is not None:
                 cluster.close()
 

@@ -199,10 +199,13 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
 
     def run(self) -> None:
         # NOTE: prometheus multiprocess files must live in a folder the master sets up before
-        # any worker forks, and that no earlier run left values in.
-        if not os.environ.get(metrics.MULTIPROC_ENV):
+        # any worker forks, and that no earlier run left values in (enable_multiprocess clears
+        # a folder given through the environment).
+        directory = os.environ.get(metrics.MULTIPROC_ENV)
+        if not directory:
             self._metrics_dir = tempfile.TemporaryDirectory(prefix="mlgate-metrics-")
-            metrics.enable_multiprocess(self._metrics_dir.name)
+            directory = self._metrics_dir.name
+        metrics.enable_multiprocess(directory)
         # Load the certificate once in the master: a bad pair fails here, not per connection.
         self.ssl.get()
         try:
