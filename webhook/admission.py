@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from mutators import apply_all
+from mutators import apply_all, is_opted_out
 from mutators.diff import make_patch
 from policies.context import AdmissionContext, LookupFailure, QuotaStatus, UserInfo
 from policies.engine import Verdict, evaluate, summarize
@@ -29,6 +29,10 @@ log = logging.getLogger("mlgate.admission")
 
 Webhook = Literal["mutate", "validate"]
 INJECT_ANNOTATION = "mlgate.io/inject"
+# A Pod's spec, and a Job's pod template, cannot change after creation: the API server rejects
+# an UPDATE (even `kubectl label`) whose patch adds to them. Objects mlgate admitted already
+# carry its defaults, so nothing is lost by leaving these updates alone.
+IMMUTABLE_ON_UPDATE = frozenset({"Pod", "Job"})
 # The webhook never acts in these, whatever the policies say: mlgate must always be able to
 # restart itself, and the control plane's own namespace is not ours to block.
 ALWAYS_EXEMPT_NAMESPACES = frozenset({"kube-system"})
@@ -161,7 +165,10 @@ class Admitter:
         assert obj is not None  # CREATE and UPDATE carry an object (checked by parse_review)
         if not selected:
             return Outcome(build_response(request.uid), "allow", note="no policy matches")
-        if opted_out(obj):
+        if request.operation == "UPDATE" and request.kind in IMMUTABLE_ON_UPDATE:
+            note = f"{request.kind} pod spec is immutable: UPDATE is not mutated"
+            return Outcome(build_response(request.uid), "allow", note=note)
+        if is_opted_out(obj):
             return Outcome(build_response(request.uid), "allow", note=f"{INJECT_ANNOTATION}: false")
         outcome = apply_all(obj, selected)
         patch = make_patch(obj, outcome.obj) if outcome.changed_by else []
@@ -199,16 +206,6 @@ class Admitter:
             results=tuple(results),
             records=tuple(build_audit_records(ctx, verdict)),
         )
-
-
-def opted_out(obj: dict[str, Any]) -> bool:
-    """True when the object, or its pod template, says ``mlgate.io/inject: "false"``."""
-    candidates = [obj.get("metadata")] + [t.metadata for t in find_pod_templates(obj)]
-    for metadata in candidates:
-        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
-        if isinstance(annotations, dict) and annotations.get(INJECT_ANNOTATION) == "false":
-            return True
-    return False
 
 
 def denial_message(ctx: AdmissionContext, verdict: Verdict) -> str:

@@ -284,3 +284,21 @@ def test_metrics_count_answered_requests(client: falcon.testing.TestClient) -> N
     assert "mlgate_admission_requests_total{" in text
     assert 'webhook="validate"' in text
     assert "mlgate_admission_duration_seconds_bucket" in text
+
+
+def test_pod_update_is_not_mutated_because_its_spec_is_immutable(
+    client: falcon.testing.TestClient,
+) -> None:
+    review = load_review("026-mutate-update-pod-churn-model")  # kubectl label of a running pod
+    response = post(client, "/mutate", review).json["response"]
+    assert response == {"uid": review["request"]["uid"], "allowed": True}
+
+
+def test_deployment_update_is_mutated_like_create(client: falcon.testing.TestClient) -> None:
+    review = load_review("019-mutate-update-deployment-recommendation-model")
+    response = post(client, "/mutate", review).json["response"]
+    patch = json.loads(base64.b64decode(response["patch"]))
+    mutated = jsonpatch.apply_patch(review["request"]["object"], patch)
+    pod = mutated["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
