@@ -246,6 +246,9 @@ def add_policy_parser(subparsers: Any) -> None:
     lint.set_defaults(func=run_policy_lint)
     schema = commands.add_parser("schema", help="print the JSON Schema of policy files")
     schema.set_defaults(func=run_policy_schema)
+    from webhook.policytest.command import add_test_parser
+
+    add_test_parser(commands)
 
 
 def run_policy_lint(args: argparse.Namespace) -> int:
