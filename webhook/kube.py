@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -526,21 +527,25 @@ def _bind_custom(
 
 
 def connect_cluster(kubeconfig: str | None, **options: Any) -> KubeClusterView | None:
-    """A view of the cluster from ``kubeconfig`` if given, else the in-cluster service account.
+    """A view of the cluster from ``kubeconfig`` if given, else the in-cluster service account,
+    else ``$KUBECONFIG``.
 
-    None when neither is available (not in a pod and no kubeconfig given): mlgate then decides
-    without the cluster (quota lookups are skipped, scale requests get the failure action).
-    Raises KubeConfigError for a kubeconfig that is given but cannot be loaded.
+    None when none is available: mlgate then decides without the cluster (the live quota rule is
+    skipped, scale requests get the failure action). Raises KubeConfigError for a kubeconfig
+    that is given but cannot be loaded. ``options`` go to ``KubeClusterView``.
     """
     configuration = client.Configuration()
-    if kubeconfig:
-        try:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except (config.ConfigException, OSError, ValueError) as error:
-            raise KubeConfigError(f"cannot load kubeconfig {kubeconfig}: {error}") from error
-    else:
+    if not kubeconfig:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            return None
+            kubeconfig = os.environ.get("KUBECONFIG") or None
+            if kubeconfig is None:
+                return None
+        else:
+            return KubeClusterView(client.ApiClient(configuration), **options)
+    try:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, ValueError) as error:
+        raise KubeConfigError(f"cannot load kubeconfig {kubeconfig}: {error}") from error
     return KubeClusterView(client.ApiClient(configuration), **options)

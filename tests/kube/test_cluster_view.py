@@ -284,8 +284,9 @@ def test_api_errors_are_wrapped_into_our_families(error: Exception, family: type
     assert type(wrapped) is family
 
 
-def test_connect_cluster_uses_the_given_kubeconfig(
-    apiserver: KubeApiServer, tmp_path: Path
+@pytest.mark.parametrize("given", [True, False], ids=["argument", "KUBECONFIG"])
+def test_connect_cluster_uses_the_kubeconfig(
+    apiserver: KubeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: bool
 ) -> None:
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(
@@ -294,7 +295,9 @@ def test_connect_cluster_uses_the_given_kubeconfig(
         "users: [{name: test, user: {token: abc}}]\n"
         "contexts: [{name: test, context: {cluster: test, user: test}}]\n"
     )
-    view = connect_cluster(str(kubeconfig), watch_timeout=2, backoff=(0.05, 0.2))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", "" if given else str(kubeconfig))
+    view = connect_cluster(str(kubeconfig) if given else None, watch_timeout=2, backoff=(0.05, 0.2))
     assert view is not None
     try:
         assert view.wait_synced(5.0)
@@ -307,6 +310,7 @@ def test_connect_cluster_without_config_outside_a_pod_is_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     assert connect_cluster(None) is None
 
 
