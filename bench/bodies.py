@@ -1,0 +1,49 @@
+"""The request bodies every case sends: AdmissionReviews captured from a real kube-apiserver.
+
+Each webhook gets three bodies, sent in turn: a model Deployment, a GPU Deployment and a model
+Pod. On ``/validate`` the two Deployments are denied (production namespace, no validation
+annotations; the GPU one also uses ``:latest``), which exercises the denial message and the
+audit records; the Pod is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ROOT = Path(__file__).resolve().parent.parent
+REVIEWS = ROOT / "tests" / "fixtures" / "admission-reviews"
+
+Webhook = Literal["mutate", "validate"]
+WEBHOOKS: tuple[Webhook, ...] = ("mutate", "validate")
+
+FIXTURES: dict[Webhook, tuple[str, ...]] = {
+    "mutate": (
+        "001-mutate-create-deployment-recommendation-model.json",
+        "003-mutate-create-deployment-image-analysis-model.json",
+        "007-mutate-create-pod-churn-model.json",
+    ),
+    "validate": (
+        "002-validate-create-deployment-recommendation-model.json",
+        "004-validate-create-deployment-image-analysis-model.json",
+        "008-validate-create-pod-churn-model.json",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Body:
+    name: str
+    path: Path
+    data: bytes
+
+
+def load_bodies(webhook: Webhook) -> tuple[Body, ...]:
+    """The bodies sent to ``/<webhook>``, in the order they are cycled through."""
+    return tuple(
+        Body(
+            name=name.removesuffix(".json"), path=REVIEWS / name, data=(REVIEWS / name).read_bytes()
+        )
+        for name in FIXTURES[webhook]
+    )

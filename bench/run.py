@@ -1,0 +1,397 @@
+"""``python -m bench``: mlgate against the baseline, same stack, same bodies, same run.
+
+Prints markdown tables: throughput and latency per case with the ratio mlgate/baseline, the
+targets of issue 8 with their verdicts, the cost of each stage in process, latency against the
+number of loaded policies, and the resident memory of each worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.bodies import WEBHOOKS, Webhook, load_bodies
+from bench.load import Client, LoadResult, pick_client, run_load
+from bench.policysets import write_policy_folder
+from bench.servers import (
+    Server,
+    insecure_client_context,
+    resident_mb,
+    start_baseline,
+    start_mlgate,
+)
+from bench.stages import StageCost, admit_micros, profile_stages
+from policies.loader import load_policy_dir
+from webhook.server import ServerOptions
+
+POLICY_COUNTS = (1, 10, 100)
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    connections: int
+    new_connection: bool
+
+
+MODES = (
+    Mode("keep-alive, 1 connection", 1, False),
+    Mode("keep-alive, 16 connections", 16, False),
+    Mode("new connection per request, 16 at once", 16, True),
+)
+NEW_CONNECTIONS = MODES[2]
+
+
+@dataclass(frozen=True)
+class Case:
+    webhook: Webhook
+    mode: Mode
+    baseline: LoadResult
+    mlgate: LoadResult
+
+    @property
+    def ratio(self) -> float:
+        return self.mlgate.rps / self.baseline.rps if self.baseline.rps else 0.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: float
+    client: Client
+    iterations: int
+    workers: int
+    threads: int
+    workdir: Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per case (default 5)")
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--iterations", type=int, default=500, help="per stage and body, in process"
+    )
+    parser.add_argument("--workers", type=int, default=ServerOptions.workers)
+    parser.add_argument("--threads", type=int, default=ServerOptions.threads)
+    parser.add_argument(
+        "--quick", action="store_true", help="1 s per case, few iterations: checks it runs"
+    )
+    args = parser.parse_args(argv)
+    seconds, iterations = (1.0, 20) if args.quick else (args.seconds, args.iterations)
+    with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
+        settings = Settings(
+            seconds=seconds,
+            client=pick_client(args.client),
+            iterations=iterations,
+            workers=args.workers,
+            threads=args.threads,
+            workdir=Path(tmp),
+        )
+        return run_benchmark(settings)
+
+
+def run_benchmark(settings: Settings) -> int:
+    out = sys.stdout
+    out.write(describe_machine(settings))
+    out.flush()
+    stages = profile_stages(iterations=settings.iterations, workdir=settings.workdir)
+    folders = {n: write_policy_folder(settings.workdir / f"policies-{n}", n) for n in POLICY_COUNTS}
+    in_process = {
+        n: admit_micros(load_policy_dir(folder), iterations=settings.iterations)
+        for n, folder in folders.items()
+    }
+    cases, default_tls, memory = measure_servers(settings)
+    scaling, scaling_memory = measure_policy_scaling(settings, folders)
+    memory.update(scaling_memory)
+    out.write("\n" + format_cases(cases, default_tls))
+    out.write("\n" + format_targets(cases, default_tls, scaling, memory))
+    out.write("\n" + format_stages(stages))
+    out.write("\n" + format_scaling(scaling, in_process))
+    out.write("\n" + format_memory(memory))
+    out.write(f"\nload average after the run: {load_average()}\n")
+    return 0
+
+
+def describe_machine(settings: Settings) -> str:
+    return (
+        f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.machine()}; load average before the run: {load_average()}\n"
+        f"servers: gunicorn gthread, {settings.workers} workers x {settings.threads} threads, "
+        f"TLS; client: {settings.client}; {settings.seconds:g} s per case\n"
+    )
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure_servers(
+    settings: Settings,
+) -> tuple[list[Case], dict[Webhook, LoadResult], dict[str, list[float]]]:
+    """Every case against the baseline and mlgate in turn, then the default-TLS baseline."""
+    workdir = settings.workdir
+    workers, threads = settings.workers, settings.threads
+    mlgate = start_mlgate(workdir=workdir, workers=workers, threads=threads)
+    servers = [mlgate]
+    try:
+        state = workdir / "state-mlgate"
+        baseline = start_baseline(
+            workdir=workdir,
+            cert=state / "tls.crt",
+            key=state / "tls.key",
+            workers=workers,
+            threads=threads,
+        )
+        servers.append(baseline)
+        rsa = write_rsa_certificate(workdir)
+        default_tls = start_baseline(
+            workdir=workdir,
+            cert=rsa[0],
+            key=rsa[1],
+            workers=workers,
+            threads=threads,
+            default_tls=True,
+            name="default-tls",
+        )
+        servers.append(default_tls)
+        for server in servers:
+            check_answers(server)
+            warm_up(server, settings)
+        cases = []
+        for webhook in WEBHOOKS:
+            for mode in MODES:
+                cases.append(
+                    Case(
+                        webhook=webhook,
+                        mode=mode,
+                        baseline=drive(baseline, webhook, mode, settings),
+                        mlgate=drive(mlgate, webhook, mode, settings),
+                    )
+                )
+        default_results = {w: drive(default_tls, w, NEW_CONNECTIONS, settings) for w in WEBHOOKS}
+        memory = {
+            "mlgate, default policies": worker_memory(mlgate),
+            "baseline": worker_memory(baseline),
+        }
+        return cases, default_results, memory
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def measure_policy_scaling(
+    settings: Settings, folders: dict[int, Path]
+) -> tuple[dict[int, dict[Webhook, LoadResult]], dict[str, list[float]]]:
+    """/mutate and /validate over one kept-alive connection with 1, 10 and 100 policies."""
+    mode = MODES[0]
+    results: dict[int, dict[Webhook, LoadResult]] = {}
+    memory: dict[str, list[float]] = {}
+    for count, folder in folders.items():
+        server = start_mlgate(
+            workdir=settings.workdir,
+            workers=settings.workers,
+            threads=settings.threads,
+            policies=folder,
+            name=f"mlgate-{count}-policies",
+        )
+        try:
+            check_answers(server)
+            warm_up(server, settings)
+            results[count] = {w: drive(server, w, mode, settings) for w in WEBHOOKS}
+            memory[f"mlgate, {count} policies"] = worker_memory(server)
+        finally:
+            server.stop()
+    return results, memory
+
+
+def drive(server: Server, webhook: Webhook, mode: Mode, settings: Settings) -> LoadResult:
+    return run_load(
+        settings.client,
+        url=server.url,
+        path=f"/{webhook}",
+        bodies=load_bodies(webhook),
+        connections=mode.connections,
+        new_connection=mode.new_connection,
+        seconds=settings.seconds,
+        workdir=settings.workdir,
+    )
+
+
+def warm_up(server: Server, settings: Settings) -> None:
+    """Send every body a few times, so first-call costs are not measured."""
+    for webhook in WEBHOOKS:
+        run_load(
+            "python",
+            url=server.url,
+            path=f"/{webhook}",
+            bodies=load_bodies(webhook),
+            connections=4,
+            new_connection=False,
+            seconds=min(0.5, settings.seconds),
+            workdir=settings.workdir,
+        )
+
+
+def check_answers(server: Server) -> None:
+    """Each body gets an AdmissionReview answer that echoes its uid, or the run stops."""
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=insecure_client_context(), timeout=10
+    )
+    try:
+        for webhook in WEBHOOKS:
+            for body in load_bodies(webhook):
+                headers = {"Content-Type": "application/json"}
+                conn.request("POST", f"/{webhook}", body=body.data, headers=headers)
+                response = conn.getresponse()
+                answer = response.read()
+                uid = orjson.loads(body.data)["request"]["uid"]
+                if response.status != 200 or orjson.loads(answer)["response"]["uid"] != uid:
+                    raise RuntimeError(
+                        f"{server.name} /{webhook} {body.name}: HTTP {response.status} {answer!r}"
+                    )
+    finally:
+        conn.close()
+
+
+def worker_memory(server: Server) -> list[float]:
+    return [resident_mb(pid) for pid in server.worker_pids()]
+
+
+def write_rsa_certificate(workdir: Path) -> tuple[Path, Path]:
+    """An RSA-2048 serving certificate: what gunicorn deployments commonly run with."""
+    from certs.authority import build_ca, build_serving_cert
+
+    ca = build_ca(common_name="bench CA", key_type="rsa-2048")
+    leaf = build_serving_cert(
+        ca=ca, dns_names=["localhost"], ip_addresses=["127.0.0.1"], key_type="rsa-2048"
+    )
+    cert, key = workdir / "rsa.crt", workdir / "rsa.key"
+    cert.write_bytes(leaf.cert_pem)
+    key.write_bytes(leaf.key_pem)
+    key.chmod(0o600)
+    return cert, key
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def _latency(result: LoadResult) -> str:
+    return f"{result.p50_ms:.2f} / {result.p90_ms:.2f} / {result.p99_ms:.2f}"
+
+
+def _errors(result: LoadResult) -> str:
+    return f" ({result.errors} errors)" if result.errors else ""
+
+
+def format_cases(cases: Sequence[Case], default_tls: dict[Webhook, LoadResult]) -> str:
+    lines = [
+        "| endpoint | connections | baseline req/s | mlgate req/s | mlgate/baseline "
+        "| baseline p50/p90/p99 ms | mlgate p50/p90/p99 ms |",
+        "|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for case in cases:
+        b, m = case.baseline, case.mlgate
+        lines.append(
+            f"| /{case.webhook} | {case.mode.name} | {b.rps:,.0f}{_errors(b)} "
+            f"| {m.rps:,.0f}{_errors(m)} | {case.ratio:.2f} | {_latency(b)} | {_latency(m)} |"
+        )
+    for webhook, result in default_tls.items():
+        lines.append(
+            f"| /{webhook} | {NEW_CONNECTIONS.name}, baseline on gunicorn's default TLS "
+            f"(context per connection, RSA-2048) | {result.rps:,.0f}{_errors(result)} | | "
+            f"| {_latency(result)} | |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def format_targets(
+    cases: Sequence[Case],
+    default_tls: dict[Webhook, LoadResult],
+    scaling: dict[int, dict[Webhook, LoadResult]],
+    memory: dict[str, list[float]],
+) -> str:
+    rows: list[tuple[str, str, bool]] = []
+    by_key = {(c.webhook, c.mode.name): c for c in cases}
+    for webhook in WEBHOOKS:
+        case = by_key[(webhook, MODES[1].name)]
+        rows.append(
+            (f"/{webhook}, 16 kept-alive connections: >= 60% of baseline req/s",
+             f"{case.ratio:.0%}", case.ratio >= 0.60)
+        )  # fmt: skip
+    for webhook in WEBHOOKS:
+        p99 = by_key[(webhook, MODES[0].name)].mlgate.p99_ms
+        rows.append((f"/{webhook}, one connection: p99 < 3 ms", f"{p99:.2f} ms", p99 < 3.0))
+    for webhook in WEBHOOKS:
+        mine = by_key[(webhook, NEW_CONNECTIONS.name)].mlgate.rps
+        theirs = default_tls[webhook].rps
+        factor = mine / theirs if theirs else 0.0
+        rows.append(
+            (f"/{webhook}, new connection per request: >= 1.8x gunicorn's default TLS",
+             f"{factor:.2f}x ({mine:,.0f} vs {theirs:,.0f} req/s)", factor >= 1.8)
+        )  # fmt: skip
+    first, last = min(scaling), max(scaling)
+    for webhook in WEBHOOKS:
+        one, many = scaling[first][webhook].p50_ms, scaling[last][webhook].p50_ms
+        factor = many / one if one else 0.0
+        rows.append(
+            (f"/{webhook}, {last} policies: p50 <= 2x that with {first}",
+             f"{factor:.2f}x ({many:.2f} vs {one:.2f} ms)", factor <= 2.0)
+        )  # fmt: skip
+    worst = max(memory["mlgate, default policies"])
+    rows.append(("resident memory per worker, default policies: < 80 MB", f"{worst:.1f} MB",
+                 worst < 80))  # fmt: skip
+    lines = ["| target | measured | met |", "|---|--:|:-:|"]
+    lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_stages(stages: Sequence[StageCost]) -> str:
+    lines = [
+        "| stage (in process, default policies) | /mutate us | /validate us |",
+        "|---|--:|--:|",
+    ]
+    for cost in stages:
+        cells = ["" if cost.micros[w] is None else f"{cost.micros[w]:,.1f}" for w in WEBHOOKS]
+        lines.append(f"| {cost.stage} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_scaling(
+    scaling: dict[int, dict[Webhook, LoadResult]], in_process: dict[int, dict[Webhook, float]]
+) -> str:
+    lines = [
+        "| loaded policies | /mutate p50 / p99 ms | /validate p50 / p99 ms "
+        "| in process /mutate us | in process /validate us |",
+        "|--:|--:|--:|--:|--:|",
+    ]
+    for count, results in scaling.items():
+        m, v = results["mutate"], results["validate"]
+        lines.append(
+            f"| {count} | {m.p50_ms:.2f} / {m.p99_ms:.2f} | {v.p50_ms:.2f} / {v.p99_ms:.2f} "
+            f"| {in_process[count]['mutate']:,.0f} | {in_process[count]['validate']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def format_memory(memory: dict[str, list[float]]) -> str:
+    lines = ["| server | resident memory per worker (MB) |", "|---|--:|"]
+    for name, sizes in memory.items():
+        lines.append(f"| {name} | {', '.join(f'{s:.1f}' for s in sizes)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    code = main()
+    print(f"took {time.monotonic() - start:.0f} s")
+    sys.exit(code)

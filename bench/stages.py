@@ -1,0 +1,273 @@
+"""The cost of each stage of an admission request, measured in process.
+
+Each stage is the real function the server calls (``webhook.review``, ``webhook.admission``,
+``mutators``, ``policies.engine``, the audit store, the metrics and the decision log), timed
+with ``time.perf_counter`` over many iterations, one stage at a time, on inputs the previous
+stages produced. The whole pipeline and the whole falcon handler are timed too, as a check that
+the stages add up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.bodies import WEBHOOKS, Body, Webhook, load_bodies
+from mutators import apply_all
+from mutators.diff import make_patch
+from policies.engine import evaluate, summarize
+from policies.loader import default_policy_dir, load_policy_dir
+from policies.matching import select_policies
+from policies.model import PolicySet
+from webhook import metrics
+from webhook.admission import Admitter, Outcome, build_audit_records, denial_message
+from webhook.audit.record import AuditSink
+from webhook.review import AdmissionReviewWire, build_response, parse_review
+
+ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: str
+    micros: dict[Webhook, float | None]  # mean per request over the bodies; None: not on that path
+
+
+class StaticPolicies:
+    """A policy source holding one set (the server's ``PolicyStore`` without the watcher)."""
+
+    def __init__(self, policy_set: PolicySet) -> None:
+        self.current: PolicySet | None = policy_set
+
+
+def time_per_call(function: Callable[[], object], *, iterations: int) -> float:
+    """Microseconds per call: the median of a few rounds, each ``iterations`` calls."""
+    rounds = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            function()
+        rounds.append((time.perf_counter() - start) / iterations)
+    return statistics.median(rounds) * 1e6
+
+
+STAGES = (
+    "parse review (orjson)",
+    "context and lookups",
+    "match policies",
+    "mutators (copy + apply_all)",
+    "patch (diff)",
+    "checks (evaluate)",
+    "build response",
+    "serialise (orjson)",
+    "audit records",
+    "audit submit",
+    "metrics",
+    "decision log line",
+    "= admit() + serialise",
+)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What every stage needs: the policies in force and the server's collaborators."""
+
+    policy_set: PolicySet
+    admitter: Admitter
+    audit: AuditSink
+    decision_log: logging.Logger
+    iterations: int
+
+
+def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
+    """Per-request cost of each stage on the benchmark bodies, under the default policies."""
+    from webhook.audit.store import open_audit_store
+
+    ensure_multiprocess_metrics(workdir)
+    policy_set = load_policy_dir(default_policy_dir())
+    audit = open_audit_store(workdir / "profile-audit.db", json_log=False)
+    pipeline = Pipeline(
+        policy_set=policy_set,
+        admitter=Admitter(policies=StaticPolicies(policy_set)),
+        audit=audit,
+        decision_log=open_decision_log(workdir),
+        iterations=iterations,
+    )
+    costs: dict[str, dict[Webhook, list[float]]] = {stage: {} for stage in STAGES}
+    try:
+        for webhook in WEBHOOKS:
+            for body in load_bodies(webhook):
+                for stage, micros in profile_body(pipeline, webhook, body.data).items():
+                    costs[stage].setdefault(webhook, []).append(micros)
+    finally:
+        audit.close()
+    stages = [
+        StageCost(stage, {w: _mean(costs[stage].get(w)) for w in WEBHOOKS}) for stage in STAGES
+    ]
+    stages.append(StageCost("= whole falcon handler", profile_handler(iterations, workdir)))
+    return stages
+
+
+def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str, float]:
+    """Each stage of one request, timed on the output of the stages before it."""
+    from webhook.app import decision_fields
+
+    costs: dict[str, float] = {}
+
+    def add(stage: str, function: Callable[[], object]) -> None:
+        costs[stage] = time_per_call(function, iterations=pipeline.iterations)
+
+    policy_set, admitter = pipeline.policy_set, pipeline.admitter
+    request = parse_review(data)
+    add("parse review (orjson)", lambda: parse_review(data))
+    ctx = admitter._build_context(request)
+    add("context and lookups", lambda: admitter._build_context(request))
+    selected = select_policies(ctx, policy_set.policies)
+    add("match policies", lambda: select_policies(ctx, policy_set.policies))
+    obj = request.obj
+    assert obj is not None
+    review: AdmissionReviewWire
+    if webhook == "mutate":
+        outcome = apply_all(obj, selected)
+        add("mutators (copy + apply_all)", lambda: apply_all(obj, selected))
+        patch: list[Any] = list(make_patch(obj, outcome.obj))
+        add("patch (diff)", lambda: make_patch(obj, outcome.obj))
+        review = build_response(request.uid, patch=patch, warnings=outcome.warnings)
+        add(
+            "build response",
+            lambda: build_response(request.uid, patch=patch, warnings=outcome.warnings),
+        )
+        result = Outcome(review, "patch", mutators=outcome.mutators)
+    else:
+        results = evaluate(ctx, selected)
+        add("checks (evaluate)", lambda: summarize(evaluate(ctx, selected)))
+        verdict = summarize(results)
+
+        def respond() -> AdmissionReviewWire:
+            return build_response(
+                request.uid,
+                allowed=verdict.allowed,
+                message=denial_message(ctx, verdict),
+                warnings=[f"[{r.policy}] {r.message}" for r in verdict.warnings],
+            )
+
+        review = respond()
+        add("build response", respond)
+        records = build_audit_records(ctx, verdict)
+        add("audit records", lambda: build_audit_records(ctx, verdict))
+        add("audit submit", lambda: pipeline.audit.submit(list(records)))
+        result = Outcome(review, "deny", results=tuple(results))
+    add("serialise (orjson)", lambda: orjson.dumps(review))
+
+    def observe() -> None:
+        metrics.observe_admission(
+            webhook=webhook, operation="CREATE", kind="Deployment",
+            decision=result.decision, seconds=0.001,
+        )  # fmt: skip
+        if result.results:
+            metrics.count_policy_results(result.results)
+        if result.mutators:
+            metrics.count_mutations(result.mutators)
+
+    add("metrics", observe)
+    fields = {"fields": decision_fields(webhook, request, result, 0.001)}
+    add("decision log line", lambda: pipeline.decision_log.info("admission", extra=fields))
+    add(
+        "= admit() + serialise",
+        lambda: orjson.dumps(admitter.admit(webhook, parse_review(data)).review),
+    )
+    return costs
+
+
+def _mean(values: Sequence[float] | None) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def profile_handler(iterations: int, workdir: Path) -> dict[Webhook, float | None]:
+    """The whole ``/mutate`` and ``/validate`` handlers through falcon's test client."""
+    from falcon.testing import TestClient
+
+    from webhook.app import create_app
+    from webhook.audit.store import open_audit_store
+    from webhook.settings import Settings
+
+    audit = open_audit_store(workdir / "handler-audit.db", json_log=False)
+    try:
+        client = TestClient(create_app(Settings(watch_interval=0), audit=audit))
+        totals: dict[Webhook, float | None] = {}
+        for webhook in WEBHOOKS:
+            bodies = load_bodies(webhook)
+            per_body = []
+            for body in bodies:
+                per_body.append(
+                    time_per_call(_poster(client, webhook, body), iterations=iterations)
+                )
+            totals[webhook] = statistics.fmean(per_body)
+        return totals
+    finally:
+        audit.close()
+
+
+def _poster(client: Any, webhook: Webhook, body: Body) -> Callable[[], object]:
+    headers = {"Content-Type": "application/json"}
+
+    def post() -> object:
+        result = client.simulate_post(f"/{webhook}", body=body.data, headers=headers)
+        if result.status_code != 200:
+            raise RuntimeError(f"/{webhook} {body.name}: HTTP {result.status_code}")
+        return result
+
+    return post
+
+
+def admit_micros(policy_set: PolicySet, *, iterations: int) -> dict[Webhook, float]:
+    """Parse, admit and serialise each benchmark body under ``policy_set``, in microseconds."""
+    admitter = Admitter(policies=StaticPolicies(policy_set))
+    out: dict[Webhook, float] = {}
+    for webhook in WEBHOOKS:
+        per_body = [
+            time_per_call(_admitter_call(admitter, webhook, body.data), iterations=iterations)
+            for body in load_bodies(webhook)
+        ]
+        out[webhook] = statistics.fmean(per_body)
+    return out
+
+
+def _admitter_call(admitter: Admitter, webhook: Webhook, data: bytes) -> Callable[[], object]:
+    return lambda: orjson.dumps(admitter.admit(webhook, parse_review(data)).review)
+
+
+def ensure_multiprocess_metrics(workdir: Path) -> None:
+    """File-backed metrics, as in the server's workers (their cost is part of each request)."""
+    if not metrics.is_multiprocess():
+        directory = workdir / "metrics"
+        directory.mkdir(exist_ok=True)
+        metrics.enable_multiprocess(directory)
+
+
+def open_decision_log(workdir: Path) -> logging.Logger:
+    """``mlgate.decisions`` formatted as the server does, written to a file."""
+    from webhook.app import JsonLogFormatter
+
+    logger = logging.getLogger("mlgate.decisions")
+    handler = logging.FileHandler(workdir / "decisions.log")
+    handler.setFormatter(JsonLogFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        for cost in profile_stages(iterations=int(os.environ.get("N", "300")), workdir=Path(tmp)):
+            print(f"{cost.stage:32}", {k: round(v, 1) if v else v for k, v in cost.micros.items()})
