@@ -41,7 +41,7 @@ from policies.model import Action, Policy, QuotaSettings, ResourceBudget
 from policies.podspec import find_pod_templates
 from policies.quantity import QuantityError, format_quantity, parse_quantity
 from policies.results import CheckResult
-from policies.workload import describe_workload, format_path
+from policies.workload import describe_workload, find_controller, format_path
 
 JsonObject = dict[str, Any]
 Amounts = dict[str, Decimal]
@@ -180,16 +180,6 @@ def find_budget(budgets: Iterable[ResourceBudget], namespace: str) -> ResourceBu
     for budget in budgets:
         if any(fnmatchcase(namespace, pattern) for pattern in budget.namespaces):
             return budget
-    return None
-
-
-def find_controller(obj: JsonObject) -> str | None:
-    """``Deployment recommender`` when a controller owns ``obj``, else None."""
-    metadata = obj.get("metadata")
-    refs = metadata.get("ownerReferences") if isinstance(metadata, dict) else None
-    for ref in refs if isinstance(refs, list) else ():
-        if isinstance(ref, dict) and ref.get("controller") is True:
-            return f"{ref.get('kind', 'a controller')} {ref.get('name', '')}".rstrip()
     return None
 
 

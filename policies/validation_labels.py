@@ -5,6 +5,8 @@ rule's pattern if given), ``labels.accuracy`` (annotation at least ``min_accurac
 ``labels.bias-score`` (annotation at most ``max_bias_score``) and ``labels.validated``
 (annotation exactly ``"true"``). Labels and annotations are read from the workload's metadata,
 falling back on its pod template's. A malformed value is a ``fail`` that says what is expected.
+Objects a controller owns (a Deployment's ReplicaSets and pods) are skipped: the gate was
+checked on the workload the author applied.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from policies.context import AdmissionContext
 from policies.model import Action, Policy, ValidationLabelSettings
 from policies.podspec import template_path, workload_annotations, workload_labels
 from policies.results import CheckResult
-from policies.workload import describe_workload
+from policies.workload import describe_workload, find_controller
 
 JsonObject = dict[str, Any]
 
@@ -40,6 +42,22 @@ def check_validation_labels(
                 rule,
                 "skip",
                 f"{workload} is no workload",
+                action=resolve_action(policy, rule, settings.action),
+            )
+            for rule in RULES
+        ]
+    owner = find_controller(obj)
+    if owner is not None:
+        # NOTE: the gate is a property of the workload its author applied. The pods and
+        # ReplicaSets a controller makes carry only the template's annotations, so checking
+        # them again would stop a validated Deployment from ever starting a pod.
+        message = f"{workload} is managed by {owner}; its model validation was checked there"
+        return [
+            CheckResult(
+                policy.name,
+                rule,
+                "skip",
+                message,
                 action=resolve_action(policy, rule, settings.action),
             )
             for rule in RULES

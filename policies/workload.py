@@ -75,3 +75,13 @@ def format_path(path: tuple[PathPart, ...]) -> str:
         else:
             out += f".{part}" if out else part
     return out
+
+
+def find_controller(obj: JsonObject) -> str | None:
+    """``Deployment recommender`` when a controller owns ``obj``, else None."""
+    metadata = obj.get("metadata")
+    refs = metadata.get("ownerReferences") if isinstance(metadata, dict) else None
+    for ref in refs if isinstance(refs, list) else ():
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return f"{ref.get('kind', 'a controller')} {ref.get('name', '')}".rstrip()
+    return None
