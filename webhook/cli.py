@@ -64,7 +64,8 @@ def add_serve_parser(subparsers: Any) -> None:
         "--no-cluster",
         action="store_true",
         default=_env("NO_CLUSTER", "") in ("1", "true"),
-        help="do not read the cluster (live quota and scale checks follow failureAction)",
+        help="do not read the cluster: the live ResourceQuota check is skipped and scale "
+        "requests follow each policy's failureAction",
     )
     serve.add_argument(
         "--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES)
@@ -230,8 +231,8 @@ def connect_cluster_or_none(kubeconfig: str | None) -> Any:
     cluster = connect_cluster(kubeconfig)
     if cluster is None:
         log.warning(
-            "no cluster access (no in-cluster config, no kubeconfig): live ResourceQuota and "
-            "scale checks follow each policy's failureAction"
+            "no cluster access (no in-cluster config, no kubeconfig): the live ResourceQuota "
+            "check is skipped, and scale requests follow each policy's failureAction"
         )
     return cluster
 
