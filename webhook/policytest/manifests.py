@@ -215,7 +215,7 @@ def parse_manifest_text(source: str, text: str) -> list[Manifest | ManifestError
         if parsed is None:
             continue
         if isinstance(parsed, dict) and _is_list(parsed):
-            items = parsed.get("items")
+            items = parsed.get("items") or []
             if not isinstance(items, list):
                 out.append(ManifestError(location, f"{parsed['kind']} has no items list"))
                 continue
@@ -228,7 +228,7 @@ def parse_manifest_text(source: str, text: str) -> list[Manifest | ManifestError
 
 def _is_list(obj: JsonObject) -> bool:
     kind = obj.get("kind")
-    return isinstance(kind, str) and kind.endswith("List") and "items" in obj
+    return kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in obj)
 
 
 def _split_documents(source: str, text: str) -> list[Any]:
@@ -330,7 +330,7 @@ def _pod_problem(obj: JsonObject, kind: str) -> str:
     spec_path = ".".join((*path, "spec"))
     templates = find_pod_templates(obj)
     if not templates:
-        return f"{kind} has no pod spec at {spec_path}"
+        return f"a {kind} without containers: {spec_path} is missing"
     containers = templates[0].spec.get("containers")
     if not isinstance(containers, list) or not containers:
         return f"a {kind} without containers: {spec_path}.containers is missing or empty"

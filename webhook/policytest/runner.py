@@ -120,8 +120,8 @@ class ObjectReport:
     def messages(self) -> list[str]:
         """Every message a person would read: the denial's lines, warnings, every failing or
         skipped rule, notes."""
-        lines = [line for line in self.denial.splitlines() if line]
-        lines += list(self.warnings)
+        # The denial's headline; its other lines are the deny results, listed below.
+        lines = self.denial.splitlines()[:1] + list(self.warnings)
         # Every failing or skipped rule in full, with its id (warnings on the wire name only
         # the policy and may be shortened).
         lines += [
@@ -129,7 +129,8 @@ class ObjectReport:
             for r in self.results
             if r.failed or r.status == "skip"
         ]
-        return lines + list(self.notes) + ([self.error] if self.error else [])
+        lines += [*self.notes, *([self.error] if self.error else [])]
+        return list(dict.fromkeys(lines))
 
 
 @dataclass(frozen=True)
