@@ -91,9 +91,7 @@ def format_micro_time(time_: dt.datetime) -> str:
 def build_event(record: AuditRecord, *, host: str = "") -> JsonObject:
     """The core/v1 Event for one denial (see the module docstring for where it lands)."""
     name = record.name or "unnamed"
-    digest = hashlib.sha256(
-        f"{record.uid}/{record.policy}/{record.rule}".encode()
-    ).hexdigest()[:16]
+    digest = hashlib.sha256(f"{record.uid}/{record.policy}/{record.rule}".encode()).hexdigest()[:16]
     message = f"[{record.policy}/{record.rule}] {record.operation} denied: {record.message}"
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
@@ -178,8 +176,7 @@ class EventRecorder:
             try:
                 self._queue.put_nowait(build_event(record, host=self.host))
             except queue.Full:
-                log.warning("event queue full; no event for %s/%s", record.namespace,
-                            record.name)
+                log.warning("event queue full; no event for %s/%s", record.namespace, record.name)
 
     def close(self) -> None:
         with self._lock:

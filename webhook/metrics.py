@@ -38,8 +38,22 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Admission latency is sub-millisecond in process and bounded by the API server's timeout
 # (at most 30 s, 10 s by default), so the buckets span 0.5 ms to 10 s.
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0)
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 @dataclass(frozen=True)

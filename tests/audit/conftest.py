@@ -67,16 +67,46 @@ def postgres_server() -> Iterator[str]:
         os.chown(root, entry.pw_uid, entry.pw_gid)
     root.chmod(0o700)
     subprocess.run(
-        run_as(user, [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                      "--no-sync", "-E", "UTF8"]),
-        check=True, capture_output=True,
+        run_as(
+            user,
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        ),
+        check=True,
+        capture_output=True,
     )
     port = find_free_port()
     server = subprocess.Popen(
-        run_as(user, [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
-                      "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                      "-c", "max_connections=200"]),
-        stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("wb"),
+        run_as(
+            user,
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(root),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=200",
+            ],
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=(root / "server.log").open("wb"),
     )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     try:

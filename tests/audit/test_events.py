@@ -28,10 +28,15 @@ from webhook.events import EventLimiter, TokenBucket, build_event, open_event_re
         make_record(2, kind="Pod", name="churn-model", operation="UPDATE"),
         make_record(3, name="", kind="Job"),
         make_record(4, name="m" * 253, message="x" * 5000),
-        make_record(5, message="<b>quotes \" and\nnewlines</b>"),
+        make_record(5, message='<b>quotes " and\nnewlines</b>'),
     ],
-    ids=["deployment", "pod-update", "generate-name-without-name", "longest-name-and-message",
-         "odd-characters"],
+    ids=[
+        "deployment",
+        "pod-update",
+        "generate-name-without-name",
+        "longest-name-and-message",
+        "odd-characters",
+    ],
 )
 def test_the_event_passes_the_official_schema_and_names_the_object(record: Any) -> None:
     event = build_event(record, host="mlgate-7d9f-abcde")
@@ -94,9 +99,14 @@ class EventsApi:
                 if api.status == 201:
                     reply = body
                 else:
-                    reply = {"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                             "reason": "Forbidden", "code": api.status,
-                             "message": "events is forbidden"}
+                    reply = {
+                        "apiVersion": "v1",
+                        "kind": "Status",
+                        "status": "Failure",
+                        "reason": "Forbidden",
+                        "code": api.status,
+                        "message": "events is forbidden",
+                    }
                 data = json.dumps(reply).encode()
                 self.send_response(api.status)
                 self.send_header("Content-Type", "application/json")
@@ -132,28 +142,35 @@ def api_client_for(url: str) -> client.ApiClient:
 
 def test_denials_become_events_in_their_namespace(events_api: EventsApi) -> None:
     recorder = open_event_recorder(api_client_for(events_api.url))
-    recorder.submit([
-        make_record(1),
-        make_record(2, action="warn"),
-        make_record(3, dry_run=True),
-        make_record(4, namespace="research"),
-    ])
+    recorder.submit(
+        [
+            make_record(1),
+            make_record(2, action="warn"),
+            make_record(3, dry_run=True),
+            make_record(4, namespace="research"),
+        ]
+    )
     recorder.close()
     paths = [path for path, _ in events_api.received]
-    assert sorted(paths) == ["/api/v1/namespaces/ml-serving/events",
-                             "/api/v1/namespaces/research/events"]
+    assert sorted(paths) == [
+        "/api/v1/namespaces/ml-serving/events",
+        "/api/v1/namespaces/research/events",
+    ]
     bodies = {body["involvedObject"]["name"]: body for _, body in events_api.received}
     assert bodies["model-1"]["reason"] == "PolicyViolation"
     assert bodies["model-1"]["involvedObject"] == {
-        "kind": "Deployment", "name": "model-1", "namespace": "ml-serving"
+        "kind": "Deployment",
+        "name": "model-1",
+        "namespace": "ml-serving",
     }
 
 
 def test_an_object_denied_in_a_loop_gets_a_burst_of_events_then_none(
     events_api: EventsApi,
 ) -> None:
-    recorder = open_event_recorder(api_client_for(events_api.url),
-                                   limiter=EventLimiter(rate=0.0, burst=3))
+    recorder = open_event_recorder(
+        api_client_for(events_api.url), limiter=EventLimiter(rate=0.0, burst=3)
+    )
     for _ in range(10):
         recorder.submit([make_record(1)])
         recorder.submit([make_record(2)])

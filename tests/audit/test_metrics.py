@@ -56,7 +56,8 @@ def test_metrics_count_real_requests_through_the_app(tmp_path: Path) -> None:
     before = scrape(client)
     for number in range(7):
         response = client.simulate_post(
-            "/validate", body=make_review(f"uid-{number}"),
+            "/validate",
+            body=make_review(f"uid-{number}"),
             headers={"Content-Type": "application/json"},
         )
         assert response.json["response"]["allowed"] is False
@@ -67,12 +68,27 @@ def test_metrics_count_real_requests_through_the_app(tmp_path: Path) -> None:
     def delta(name: str, **labels: str) -> float:
         return read_sample(after, name, **labels) - read_sample(before, name, **labels)
 
-    assert delta("mlgate_admission_requests_total", webhook="validate", operation="CREATE",
-                 kind="Deployment", decision="deny") == 7
+    assert (
+        delta(
+            "mlgate_admission_requests_total",
+            webhook="validate",
+            operation="CREATE",
+            kind="Deployment",
+            decision="deny",
+        )
+        == 7
+    )
     assert delta("mlgate_admission_requests_total", webhook="validate", decision="error") == 1
     assert delta("mlgate_admission_duration_seconds_count", webhook="validate") == 8
-    assert delta("mlgate_policy_results_total", policy="locked-down",
-                 rule="labels.required", result="fail") == 7
+    assert (
+        delta(
+            "mlgate_policy_results_total",
+            policy="locked-down",
+            rule="labels.required",
+            result="fail",
+        )
+        == 7
+    )
     assert read_sample(after, "mlgate_audit_dropped_total") == 0
     database = open_audit_database(tmp_path / "audit.db")
     assert database.count(AuditQuery(namespace="locked-down")) == 7
@@ -122,7 +138,10 @@ def test_values_of_every_worker_process_are_summed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
     result = subprocess.run(
         [sys.executable, "-c", MULTIPROCESS_SCRIPT, str(directory)],
-        capture_output=True, text=True, check=True, timeout=60,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
         env={**env, "PYTHONPATH": str(ROOT)},
     )
     text = result.stdout
@@ -149,7 +168,11 @@ def test_multiprocess_mode_must_come_before_any_metric_is_used(tmp_path: Path) -
     )
     env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
     result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-        check=True, timeout=60, env={**env, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**env, "PYTHONPATH": str(ROOT)},
     )
     assert result.stdout.startswith("refused:")

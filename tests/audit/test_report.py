@@ -79,9 +79,11 @@ def test_durations_are_read(text: str, expected: dt.timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "24", "h", "24 h", "1y", "-1h", "24h "],
-                         ids=["empty", "no-unit", "no-number", "space", "years", "negative",
-                              "trailing-space"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "24", "h", "24 h", "1y", "-1h", "24h "],
+    ids=["empty", "no-unit", "no-number", "space", "years", "negative", "trailing-space"],
+)
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ReportArgumentError):
         parse_duration(text)
@@ -113,11 +115,23 @@ def test_the_table_lists_every_record_newest_first_on_one_line_each(filled_targe
     text = format_table(make_report(filled_target), width=400)
     lines = text.splitlines()
     assert lines[0].startswith("6 audit records")
-    assert lines[1].split() == ["TIME", "NAMESPACE", "OBJECT", "USER", "POLICY", "RULE",
-                                "ACTION", "MESSAGE"]
+    assert lines[1].split() == [
+        "TIME",
+        "NAMESPACE",
+        "OBJECT",
+        "USER",
+        "POLICY",
+        "RULE",
+        "ACTION",
+        "MESSAGE",
+    ]
     assert [line.split()[3] for line in lines[2:]] == [
-        "Deployment/model-0", "Deployment/model-1", "Deployment/model-2",
-        "StatefulSet/model-3", "Deployment/model-1440", "Deployment/model-4320",
+        "Deployment/model-0",
+        "Deployment/model-1",
+        "Deployment/model-2",
+        "StatefulSet/model-3",
+        "Deployment/model-1440",
+        "Deployment/model-4320",
     ]
     assert "deny (dry run)" in lines[5]
 
@@ -135,7 +149,8 @@ def test_json_holds_the_records_and_the_totals(filled_target: str) -> None:
     assert document["records"][1]["message"] == HOSTILE
     assert document["byPolicy"] == [{"key": "images", "count": 4}, {"key": "quota", "count": 2}]
     assert document["byNamespace"] == [
-        {"key": "ml-serving", "count": 4}, {"key": "research", "count": 2}
+        {"key": "ml-serving", "count": 4},
+        {"key": "research", "count": 2},
     ]
     assert document["byDay"] == [
         {"key": "2026-11-25", "count": 1},
@@ -201,16 +216,19 @@ def test_html_is_one_self_contained_page_with_the_totals(filled_target: str) -> 
     page = read_page(format_html(make_report(filled_target)))
     assert page.tables["per-policy"] == [["Policy", "Records"], ["images", "4"], ["quota", "2"]]
     assert page.tables["per-namespace"] == [
-        ["Namespace", "Records"], ["ml-serving", "4"], ["research", "2"]
+        ["Namespace", "Records"],
+        ["ml-serving", "4"],
+        ["research", "2"],
     ]
     assert page.tables["per-day"] == [
-        ["Day (UTC)", "Records"], ["2026-11-25", "1"], ["2026-11-27", "1"], ["2026-11-28", "4"]
+        ["Day (UTC)", "Records"],
+        ["2026-11-25", "1"],
+        ["2026-11-27", "1"],
+        ["2026-11-28", "4"],
     ]
     records = page.tables["records"]
     assert len(records) == 1 + len(RECORDS)
-    assert [row[2] for row in records[1:]] == [
-        f"{r.kind}/{r.name}" for r in RECORDS
-    ]
+    assert [row[2] for row in records[1:]] == [f"{r.kind}/{r.name}" for r in RECORDS]
     assert "Total records: 6" in "".join(page.texts)
     # Self-contained: nothing fetched, nothing run.
     assert "script" not in page.tags
@@ -265,7 +283,8 @@ def test_the_summary_counts_per_policy_rule_and_namespace(filled_target: str) ->
         {"policy": "quota", "rule": "quota.budget", "count": 2},
     ]
     assert document["byNamespace"] == [
-        {"key": "ml-serving", "count": 4}, {"key": "research", "count": 2}
+        {"key": "ml-serving", "count": 4},
+        {"key": "research", "count": 2},
     ]
     table = format_summary_table(summary, width=120)
     assert "Per policy" in table
@@ -292,9 +311,7 @@ def insert_recent(target: str, records: list[AuditRecord]) -> None:
     """The command's window is relative to the real clock: move the records to now."""
     shift = dt.datetime.now(dt.UTC) - NOW
     database = open_audit_database(target)
-    database.insert([
-        AuditRecord(**{**r.__dict__, "time": r.time + shift}) for r in records
-    ])
+    database.insert([AuditRecord(**{**r.__dict__, "time": r.time + shift}) for r in records])
     database.close()
 
 
@@ -311,15 +328,23 @@ def insert_recent(target: str, records: list[AuditRecord]) -> None:
         (["--since", "7d", "--until", "2d"], ["uid-004320"]),
         (["--since", "7d", "--limit", "1"], ["uid-000000"]),
     ],
-    ids=["default-last-24h", "last-week", "namespace", "policy", "rule-and-action", "user",
-         "kind", "until", "limit"],
+    ids=[
+        "default-last-24h",
+        "last-week",
+        "namespace",
+        "policy",
+        "rule-and-action",
+        "user",
+        "kind",
+        "until",
+        "limit",
+    ],
 )
 def test_the_report_command_filters(
     audit_target: str, capsys: pytest.CaptureFixture[str], argv: list[str], uids: list[str]
 ) -> None:
     insert_recent(audit_target, RECORDS)
-    code = run_command(["audit", "report", "--audit-db", audit_target, "--format", "json",
-                        *argv])
+    code = run_command(["audit", "report", "--audit-db", audit_target, "--format", "json", *argv])
     assert code == 0
     assert [r["uid"] for r in json.loads(capsys.readouterr().out)["records"]] == uids
 
@@ -329,8 +354,23 @@ def test_the_report_command_writes_each_format_to_a_file(tmp_path: Path, fmt: st
     target = str(tmp_path / "audit.db")
     insert_recent(target, RECORDS)
     output = tmp_path / f"report.{fmt}"
-    assert run_command(["audit", "report", "--audit-db", target, "--since", "7d",
-                        "--format", fmt, "-o", str(output)]) == 0
+    assert (
+        run_command(
+            [
+                "audit",
+                "report",
+                "--audit-db",
+                target,
+                "--since",
+                "7d",
+                "--format",
+                fmt,
+                "-o",
+                str(output),
+            ]
+        )
+        == 0
+    )
     text = output.read_text(encoding="utf-8")
     assert "uid-000001" in text or "model-1" in text
     if fmt == "html":
@@ -342,10 +382,13 @@ def test_the_summary_command_prints_counts(
 ) -> None:
     target = str(tmp_path / "audit.db")
     insert_recent(target, RECORDS)
-    assert run_command(["audit", "summary", "--audit-db", target, "--since", "7d",
-                        "--format", "json"]) == 0
+    assert (
+        run_command(["audit", "summary", "--audit-db", target, "--since", "7d", "--format", "json"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["byPolicy"] == [
-        {"key": "images", "count": 4}, {"key": "quota", "count": 2}
+        {"key": "images", "count": 4},
+        {"key": "quota", "count": 2},
     ]
 
 
@@ -370,8 +413,21 @@ def test_the_prune_command_applies_the_retention_flags(
 ) -> None:
     target = str(tmp_path / "audit.db")
     insert_recent(target, RECORDS)
-    assert run_command(["audit", "prune", "--audit-db", target, "--audit-max-age", "2d",
-                        "--audit-max-rows", "4"]) == 0
+    assert (
+        run_command(
+            [
+                "audit",
+                "prune",
+                "--audit-db",
+                target,
+                "--audit-max-age",
+                "2d",
+                "--audit-max-rows",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert "deleted 2 records" in capsys.readouterr().out
     database = open_audit_database(target)
     assert database.count(AuditQuery()) == 4

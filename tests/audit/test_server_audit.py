@@ -79,8 +79,9 @@ class Client:
                 "127.0.0.1", self.server.port, context=client_context(self.server.ca), timeout=30
             )
             self.local.connection = connection
-        connection.request("POST", "/validate?timeout=10s", body=body,
-                           headers={"Content-Type": "application/json"})
+        connection.request(
+            "POST", "/validate?timeout=10s", body=body, headers={"Content-Type": "application/json"}
+        )
         response = connection.getresponse()
         data = response.read()
         assert response.status == 200, data
@@ -131,9 +132,23 @@ def read_sample(text: str, name: str, **labels: str) -> float:
 
 def run_report(target: str) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "webhook.cli", "audit", "report", "--audit-db", target,
-         "--since", "1h", "--format", "json"],
-        capture_output=True, text=True, check=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "webhook.cli",
+            "audit",
+            "report",
+            "--audit-db",
+            target,
+            "--since",
+            "1h",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     report: dict[str, Any] = json.loads(result.stdout)
@@ -166,8 +181,13 @@ def test_every_denial_under_load_is_stored_exactly_once_with_sqlite(
     tls_files: TlsFiles, policy_dir: Path, tmp_path: Path
 ) -> None:
     target = str(tmp_path / "audit.db")
-    with run_server(tls=tls_files, workdir=tmp_path, policies=policy_dir, workers=3,
-                    extra_args=("--audit-db", target)) as server:
+    with run_server(
+        tls=tls_files,
+        workdir=tmp_path,
+        policies=policy_dir,
+        workers=3,
+        extra_args=("--audit-db", target),
+    ) as server:
         uids = send_denied([server], REQUESTS)
         metrics_text = scrape_metrics(server)
         # The report works on the live database while the server writes to it.
@@ -175,12 +195,22 @@ def test_every_denial_under_load_is_stored_exactly_once_with_sqlite(
         assert server.stop() == 0
     assert_exactly_once(target, uids)
     assert sorted(line["uid"] for line in read_audit_lines(server)) == sorted(uids)
-    assert read_sample(metrics_text, "mlgate_admission_requests_total",
-                       webhook="validate", decision="deny") == REQUESTS
-    assert read_sample(metrics_text, "mlgate_policy_results_total",
-                       policy="locked-down", result="fail") == REQUESTS
-    assert read_sample(metrics_text, "mlgate_admission_duration_seconds_count",
-                       webhook="validate") == REQUESTS
+    assert (
+        read_sample(
+            metrics_text, "mlgate_admission_requests_total", webhook="validate", decision="deny"
+        )
+        == REQUESTS
+    )
+    assert (
+        read_sample(
+            metrics_text, "mlgate_policy_results_total", policy="locked-down", result="fail"
+        )
+        == REQUESTS
+    )
+    assert (
+        read_sample(metrics_text, "mlgate_admission_duration_seconds_count", webhook="validate")
+        == REQUESTS
+    )
     assert "mlgate_audit_dropped_total 0.0" in metrics_text
     assert read_sample(metrics_text, "mlgate_cert_expiry_timestamp_seconds") > 0
 
@@ -192,10 +222,20 @@ def test_two_servers_sharing_postgresql_store_every_denial_exactly_once(
     first_dir.mkdir()
     second_dir.mkdir()
     with (
-        run_server(tls=tls_files, workdir=first_dir, policies=policy_dir, workers=2,
-                   extra_args=("--audit-db", postgres_url)) as first,
-        run_server(tls=tls_files, workdir=second_dir, policies=policy_dir, workers=2,
-                   extra_args=("--audit-db", postgres_url)) as second,
+        run_server(
+            tls=tls_files,
+            workdir=first_dir,
+            policies=policy_dir,
+            workers=2,
+            extra_args=("--audit-db", postgres_url),
+        ) as first,
+        run_server(
+            tls=tls_files,
+            workdir=second_dir,
+            policies=policy_dir,
+            workers=2,
+            extra_args=("--audit-db", postgres_url),
+        ) as second,
     ):
         uids = send_denied([first, second], REQUESTS)
         assert first.stop() == 0

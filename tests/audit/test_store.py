@@ -105,8 +105,11 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
         released.wait(30)
         return open_audit_database(target)
 
-    store = AuditStore(connect_when_released, retention=NO_RETENTION,
-                       settings=WriterSettings(queue_size=10, batch_size=5))
+    store = AuditStore(
+        connect_when_released,
+        retention=NO_RETENTION,
+        settings=WriterSettings(queue_size=10, batch_size=5),
+    )
     before = read_dropped()
     # The writer takes one batch (up to 5) and then waits to connect: 10 more fit the queue.
     store.submit([make_record(0)])
@@ -232,15 +235,30 @@ MIXED = [
         (AuditQuery(action="warn"), ["uid-000002"]),
         (AuditQuery(kind="StatefulSet"), ["uid-000003"]),
         (AuditQuery(rule="images.allowed-repository"), ["uid-001800"]),
-        (AuditQuery(since=NOW - dt.timedelta(hours=1)), ["uid-000000", "uid-000001",
-                                                         "uid-000002", "uid-000003"]),
+        (
+            AuditQuery(since=NOW - dt.timedelta(hours=1)),
+            ["uid-000000", "uid-000001", "uid-000002", "uid-000003"],
+        ),
         (AuditQuery(until=NOW - dt.timedelta(minutes=2)), ["uid-000003", "uid-001800"]),
-        (AuditQuery(policy="images", namespace="ml-serving", limit=2),
-         ["uid-000000", "uid-000003"]),
+        (
+            AuditQuery(policy="images", namespace="ml-serving", limit=2),
+            ["uid-000000", "uid-000003"],
+        ),
         (AuditQuery(namespace="nowhere"), []),
     ],
-    ids=["all", "namespace", "user", "policy", "action", "kind", "rule", "since", "until",
-         "combined-with-limit", "no-match"],
+    ids=[
+        "all",
+        "namespace",
+        "user",
+        "policy",
+        "action",
+        "kind",
+        "rule",
+        "since",
+        "until",
+        "combined-with-limit",
+        "no-match",
+    ],
 )
 def test_queries_filter_and_sort_newest_first(
     audit_target: str, query: AuditQuery, expected: list[str]
@@ -265,7 +283,9 @@ def test_counts_per_group_and_day(audit_target: str) -> None:
     ]
     # uid-001800 is 30 hours old: the day before.
     assert [(g.key, g.count) for g in by_day] == [
-        (("2026-11-28",), 4), (("2026-11-26",), 1), (("2026-11-27",), 1),
+        (("2026-11-28",), 4),
+        (("2026-11-26",), 1),
+        (("2026-11-27",), 1),
     ]
 
 
@@ -282,8 +302,14 @@ def test_counts_per_group_and_day(audit_target: str) -> None:
         (Retention(max_age=dt.timedelta(minutes=5), max_rows=10), 5),
         (Retention(max_age=None, max_rows=0), 0),
     ],
-    ids=["unlimited", "by-age", "by-rows", "rows-tighter-than-age", "age-tighter-than-rows",
-         "nothing-kept"],
+    ids=[
+        "unlimited",
+        "by-age",
+        "by-rows",
+        "rows-tighter-than-age",
+        "age-tighter-than-rows",
+        "nothing-kept",
+    ],
 )
 def test_retention_keeps_the_newest_records(
     audit_target: str, retention: Retention, kept: int
@@ -312,8 +338,7 @@ def test_retention_by_bytes_brings_the_live_size_under_the_limit(audit_target: s
 
 def test_the_writer_applies_retention(tmp_path: Path) -> None:
     target = str(tmp_path / "audit.db")
-    store = open_audit_store(target, json_log=False,
-                             retention=Retention(max_age=None, max_rows=5))
+    store = open_audit_store(target, json_log=False, retention=Retention(max_age=None, max_rows=5))
     store.submit([make_record(n) for n in range(20)])
     store.close()
     assert [r.uid for r in read_all(target)] == [f"uid-{n:06d}" for n in range(5)]

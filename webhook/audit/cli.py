@@ -115,8 +115,9 @@ def add_retention_arguments(parser: argparse.ArgumentParser) -> None:
     default_age = DEFAULT_RETENTION.max_age
     parser.add_argument(
         "--audit-max-age",
-        default=os.environ.get("MLGATE_AUDIT_MAX_AGE", f"{default_age.days}d" if default_age
-                               else "none"),
+        default=os.environ.get(
+            "MLGATE_AUDIT_MAX_AGE", f"{default_age.days}d" if default_age else "none"
+        ),
         help="keep records this long (e.g. 90d, or none)",
     )
     parser.add_argument(
@@ -177,13 +178,21 @@ def write_output(text: str, output: Path | None) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    return run_reading(args, lambda database, query, now: REPORT_FORMATS[args.format](
-        build_report(database, query, now=now)))
+    return run_reading(
+        args,
+        lambda database, query, now: REPORT_FORMATS[args.format](
+            build_report(database, query, now=now)
+        ),
+    )
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    return run_reading(args, lambda database, query, now: SUMMARY_FORMATS[args.format](
-        build_summary(database, query, now=now)))
+    return run_reading(
+        args,
+        lambda database, query, now: SUMMARY_FORMATS[args.format](
+            build_summary(database, query, now=now)
+        ),
+    )
 
 
 def run_reading(

@@ -95,8 +95,22 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 COLUMNS = (
-    "time_us", "uid", "operation", "kind", "namespace", "name", "username", "user_groups",
-    "dry_run", "policy", "rule", "action", "message", "images", "owner", "fingerprint",
+    "time_us",
+    "uid",
+    "operation",
+    "kind",
+    "namespace",
+    "name",
+    "username",
+    "user_groups",
+    "dry_run",
+    "policy",
+    "rule",
+    "action",
+    "message",
+    "images",
+    "owner",
+    "fingerprint",
 )
 # What reports may group by, mapped to SQL; nothing else reaches a query as an identifier.
 GROUPINGS = {
@@ -184,8 +198,23 @@ def encode_record(record: AuditRecord) -> tuple[Any, ...]:
 
 
 def decode_record(row: Sequence[Any]) -> AuditRecord:
-    (time_us, uid, operation, kind, namespace, name, username, groups, dry_run, policy, rule,
-     action, message, images, owner) = row
+    (
+        time_us,
+        uid,
+        operation,
+        kind,
+        namespace,
+        name,
+        username,
+        groups,
+        dry_run,
+        policy,
+        rule,
+        action,
+        message,
+        images,
+        owner,
+    ) = row
     return AuditRecord(
         time=from_micros(int(time_us)),
         uid=uid,
@@ -441,8 +470,7 @@ class SqliteDatabase(AuditDatabase):
                     connection.execute(statement.format(id=self.id_column))
                 connection.execute(
                     "INSERT INTO schema_version VALUES (?, ?, ?)",
-                    (migration.version, migration.description,
-                     to_micros(dt.datetime.now(dt.UTC))),
+                    (migration.version, migration.description, to_micros(dt.datetime.now(dt.UTC))),
                 )
         except BaseException:
             connection.execute("ROLLBACK")
@@ -492,9 +520,7 @@ class PostgresDatabase(AuditDatabase):
             raise AuditDatabaseError(f"cannot connect to the audit database: {error}") from error
 
     def _connect(self) -> Any:
-        return psycopg.connect(
-            self.url, autocommit=True, connect_timeout=self.connect_timeout
-        )
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout)
 
     def _reconnect(self) -> Any:
         """The connection, opened anew if the last one broke (server restart, failover)."""
@@ -540,8 +566,7 @@ class PostgresDatabase(AuditDatabase):
                     cursor.execute(statement.format(id=self.id_column))
                 cursor.execute(
                     "INSERT INTO schema_version VALUES (%s, %s, %s)",
-                    (migration.version, migration.description,
-                     to_micros(dt.datetime.now(dt.UTC))),
+                    (migration.version, migration.description, to_micros(dt.datetime.now(dt.UTC))),
                 )
 
     @translate_psycopg_errors()

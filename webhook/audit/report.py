@@ -56,8 +56,7 @@ def parse_time(text: str, *, now: dt.datetime) -> dt.datetime:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:
         raise ReportArgumentError(
-            f"not a time: {text!r} (a duration such as 24h, or 2026-11-28 or"
-            " 2026-11-28T09:00:00Z)"
+            f"not a time: {text!r} (a duration such as 24h, or 2026-11-28 or 2026-11-28T09:00:00Z)"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
@@ -119,8 +118,12 @@ def describe_filters(query: AuditQuery) -> str:
     filters = [
         f"{name}={value}"
         for name, value in (
-            ("namespace", query.namespace), ("policy", query.policy), ("rule", query.rule),
-            ("user", query.username), ("kind", query.kind), ("action", query.action),
+            ("namespace", query.namespace),
+            ("policy", query.policy),
+            ("rule", query.rule),
+            ("user", query.username),
+            ("kind", query.kind),
+            ("action", query.action),
         )
         if value is not None
     ]
@@ -159,12 +162,23 @@ def format_table(report: Report, *, width: int | None = None) -> str:
     width = width or shutil.get_terminal_size((160, 24)).columns
     header = ("TIME", "NAMESPACE", "OBJECT", "USER", "POLICY", "RULE", "ACTION", "MESSAGE")
     rows = [
-        (format_short_time(r.time), r.namespace, format_object(r), r.username, r.policy,
-         r.rule, r.action + (" (dry run)" if r.dry_run else ""), r.message)
+        (
+            format_short_time(r.time),
+            r.namespace,
+            format_object(r),
+            r.username,
+            r.policy,
+            r.rule,
+            r.action + (" (dry run)" if r.dry_run else ""),
+            r.message,
+        )
         for r in report.records
     ]
-    shown = f"{len(report.records)} of {report.total}" if report.total > len(rows) else str(
-        report.total)
+    shown = (
+        f"{len(report.records)} of {report.total}"
+        if report.total > len(rows)
+        else str(report.total)
+    )
     title = f"{shown} audit records, {describe_window(report.query)}\n"
     if not rows:
         return title
@@ -252,8 +266,23 @@ def format_summary_json(summary: Summary) -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
-CSV_COLUMNS = ("time", "uid", "operation", "kind", "namespace", "name", "username", "groups",
-               "dryRun", "policy", "rule", "action", "message", "images", "owner")
+CSV_COLUMNS = (
+    "time",
+    "uid",
+    "operation",
+    "kind",
+    "namespace",
+    "name",
+    "username",
+    "groups",
+    "dryRun",
+    "policy",
+    "rule",
+    "action",
+    "message",
+    "images",
+    "owner",
+)
 
 
 def format_csv(report: Report) -> str:
@@ -262,9 +291,25 @@ def format_csv(report: Report) -> str:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for r in report.records:
-        writer.writerow((format_time(r.time), r.uid, r.operation, r.kind, r.namespace, r.name,
-                         r.username, " ".join(r.groups), str(r.dry_run).lower(), r.policy,
-                         r.rule, r.action, r.message, " ".join(r.images), r.owner))
+        writer.writerow(
+            (
+                format_time(r.time),
+                r.uid,
+                r.operation,
+                r.kind,
+                r.namespace,
+                r.name,
+                r.username,
+                " ".join(r.groups),
+                str(r.dry_run).lower(),
+                r.policy,
+                r.rule,
+                r.action,
+                r.message,
+                " ".join(r.images),
+                r.owner,
+            )
+        )
     return buffer.getvalue()
 
 
@@ -295,14 +340,12 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def render_counts(
-    title: str, groups: Sequence[GroupCount], *, column: str, css_id: str
-) -> str:
+def render_counts(title: str, groups: Sequence[GroupCount], *, column: str, css_id: str) -> str:
     rows = "".join(
-        f"<tr><td>{escape(g.key[0])}</td><td class=\"n\">{g.count}</td></tr>" for g in groups
+        f'<tr><td>{escape(g.key[0])}</td><td class="n">{g.count}</td></tr>' for g in groups
     )
     return (
-        f"<section id=\"{css_id}\"><h2>{escape(title)}</h2><table>"
+        f'<section id="{css_id}"><h2>{escape(title)}</h2><table>'
         f"<thead><tr><th>{escape(column)}</th><th>Records</th></tr>"
         f"</thead><tbody>{rows}</tbody></table></section>"
     )
@@ -329,8 +372,8 @@ def render_day_chart(by_day: Sequence[GroupCount]) -> str:
     peak = max(count for _, count in days) or 1
     width = len(days) * (bar + gap) + gap
     parts = [
-        f"<svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" width=\"{width}\""
-        f" height=\"{height + top + bottom}\" aria-label=\"records per day\">"
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}"'
+        f' height="{height + top + bottom}" aria-label="records per day">'
     ]
     for index, (day, count) in enumerate(days):
         x = gap + index * (bar + gap)
@@ -338,10 +381,10 @@ def render_day_chart(by_day: Sequence[GroupCount]) -> str:
         y = top + height - h
         parts.append(
             f"<g><title>{escape(day)}: {count}</title>"
-            f"<rect x=\"{x}\" y=\"{y}\" width=\"{bar}\" height=\"{h}\" fill=\"#b00020\"/>"
-            f"<text x=\"{x + bar / 2}\" y=\"{y - 4}\" text-anchor=\"middle\">{count}</text>"
-            f"<text x=\"{x + bar / 2}\" y=\"{top + height + 14}\" text-anchor=\"end\""
-            f" transform=\"rotate(-45 {x + bar / 2} {top + height + 14})\">"
+            f'<rect x="{x}" y="{y}" width="{bar}" height="{h}" fill="#b00020"/>'
+            f'<text x="{x + bar / 2}" y="{y - 4}" text-anchor="middle">{count}</text>'
+            f'<text x="{x + bar / 2}" y="{top + height + 14}" text-anchor="end"'
+            f' transform="rotate(-45 {x + bar / 2} {top + height + 14})">'
             f"{escape(day[5:])}</text></g>"
         )
     parts.append("</svg>")
@@ -361,7 +404,7 @@ def render_record_rows(records: Sequence[AuditRecord]) -> str:
             f"<td>{escape(r.username)}</td>"
             f"<td>{escape(r.policy)}</td>"
             f"<td>{escape(r.rule)}</td>"
-            f"<td class=\"{escape(r.action)}\">{action}</td>"
+            f'<td class="{escape(r.action)}">{action}</td>'
             f"<td>{escape(r.message)}</td>"
             f"<td>{escape(' '.join(r.images))}</td>"
             "</tr>"
@@ -374,26 +417,29 @@ def format_html(report: Report) -> str:
     window = describe_window(report.query)
     listed = (
         f"{len(report.records)} newest of {report.total}"
-        if report.total > len(report.records) else str(report.total)
+        if report.total > len(report.records)
+        else str(report.total)
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>mlgate audit report: {escape(window)}</title>"
         f"<style>{STYLE}</style></head><body>"
         "<h1>mlgate audit report</h1>"
         f"<p>Window: {escape(window)}. Filters: {escape(describe_filters(report.query))}."
         f" Generated {escape(format_time(report.generated))}.</p>"
-        f"<p id=\"total\">Total records: <strong>{report.total}</strong></p>"
-        "<div class=\"totals\">"
-        + render_counts("Records per policy", report.by_policy, column="Policy",
-                        css_id="per-policy")
-        + render_counts("Records per namespace", report.by_namespace, column="Namespace",
-                        css_id="per-namespace")
+        f'<p id="total">Total records: <strong>{report.total}</strong></p>'
+        '<div class="totals">'
+        + render_counts(
+            "Records per policy", report.by_policy, column="Policy", css_id="per-policy"
+        )
+        + render_counts(
+            "Records per namespace", report.by_namespace, column="Namespace", css_id="per-namespace"
+        )
         + render_counts("Records per day", report.by_day, column="Day (UTC)", css_id="per-day")
         + "</div>"
-        f"<section id=\"chart\"><h2>Records per day (UTC)</h2>{render_day_chart(report.by_day)}"
+        f'<section id="chart"><h2>Records per day (UTC)</h2>{render_day_chart(report.by_day)}'
         "</section>"
-        f"<section id=\"records\"><h2>Records ({escape(listed)}, newest first)</h2><table>"
+        f'<section id="records"><h2>Records ({escape(listed)}, newest first)</h2><table>'
         "<thead><tr><th>Time (UTC)</th><th>Namespace</th><th>Object</th><th>Operation</th>"
         "<th>User</th><th>Policy</th><th>Rule</th><th>Action</th><th>Message</th>"
         "<th>Images</th></tr></thead>"

@@ -138,8 +138,9 @@ class AuditStore:
             if self.json_log:
                 # Here, in the worker, after gunicorn's logging setup replaced our handlers.
                 configure_audit_log()
-            self._thread = threading.Thread(target=self._run, name="mlgate-audit-writer",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="mlgate-audit-writer", daemon=True
+            )
             self._thread.start()
             self._pid = os.getpid()
             atexit.register(self.close)
@@ -176,8 +177,9 @@ class AuditStore:
             except queue.Empty:
                 return batch, False
 
-    def _write(self, database: AuditDatabase | None, batch: list[AuditRecord]
-               ) -> AuditDatabase | None:
+    def _write(
+        self, database: AuditDatabase | None, batch: list[AuditRecord]
+    ) -> AuditDatabase | None:
         """Log and store one batch; the database to use next (None: reconnect next time)."""
         for record in batch:
             audit_log.info(format_json_line(record))
@@ -214,8 +216,12 @@ class AuditStore:
 
     def _drop(self, records: Sequence[AuditRecord], *, reason: str) -> None:
         metrics.count_audit_dropped(len(records))
-        log.error("dropped %d audit records (%s): %s", len(records), reason,
-                  " ".join(format_json_line(r) for r in records))
+        log.error(
+            "dropped %d audit records (%s): %s",
+            len(records),
+            reason,
+            " ".join(format_json_line(r) for r in records),
+        )
 
 
 class SinkGroup:
@@ -246,5 +252,9 @@ def open_audit_store(
     the writer thread; each writer thread opens its own connection.
     """
     open_audit_database(target).close()
-    return AuditStore(lambda: open_audit_database(target), retention=retention,
-                      settings=settings, json_log=json_log)
+    return AuditStore(
+        lambda: open_audit_database(target),
+        retention=retention,
+        settings=settings,
+        json_log=json_log,
+    )
