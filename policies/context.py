@@ -28,6 +28,19 @@ class QuotaStatus:
     hard: tuple[tuple[str, str], ...] = ()
     used: tuple[tuple[str, str], ...] = ()
 
+    @classmethod
+    def from_object(cls, obj: JsonObject) -> QuotaStatus:
+        """A ResourceQuota object as ``hard`` (enforced, from status; else spec) and ``used``."""
+        status = obj.get("status") or {}
+        spec = obj.get("spec") or {}
+        hard = status.get("hard") or spec.get("hard") or {}
+        used = status.get("used") or {}
+        return cls(
+            name=str((obj.get("metadata") or {}).get("name", "")),
+            hard=tuple(sorted((str(k), str(v)) for k, v in hard.items())),
+            used=tuple(sorted((str(k), str(v)) for k, v in used.items())),
+        )
+
 
 @dataclass(frozen=True)
 class LookupFailure:

@@ -349,19 +349,6 @@ class Informer:
 # --- what each item becomes ---------------------------------------------------------------------
 
 
-def convert_quota(item: JsonObject) -> QuotaStatus:
-    """A ResourceQuota as ``hard`` (enforced, from status; else spec) and ``used``."""
-    status = item.get("status") or {}
-    spec = item.get("spec") or {}
-    hard = status.get("hard") or spec.get("hard") or {}
-    used = status.get("used") or {}
-    return QuotaStatus(
-        name=str((item.get("metadata") or {}).get("name", "")),
-        hard=tuple(sorted((str(k), str(v)) for k, v in hard.items())),
-        used=tuple(sorted((str(k), str(v)) for k, v in used.items())),
-    )
-
-
 def convert_namespace(item: JsonObject) -> dict[str, str]:
     labels = (item.get("metadata") or {}).get("labels") or {}
     return {str(k): str(v) for k, v in labels.items()}
@@ -420,7 +407,7 @@ class KubeClusterView:
                 "ResourceQuota",
                 "v1",
                 core.list_resource_quota_for_all_namespaces,
-                convert_quota,
+                QuotaStatus.from_object,
             ),
             Collection("Namespaces", "Namespace", "v1", core.list_namespace, convert_namespace),
         ]

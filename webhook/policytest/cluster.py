@@ -70,19 +70,6 @@ def parse_namespace_labels(values: Iterable[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def convert_quota(obj: Mapping[str, Any]) -> QuotaStatus:
-    """A ResourceQuota as ``hard`` (enforced, from status; else spec) and ``used``."""
-    status = obj.get("status") or {}
-    spec = obj.get("spec") or {}
-    hard = status.get("hard") or spec.get("hard") or {}
-    used = status.get("used") or {}
-    return QuotaStatus(
-        name=str((obj.get("metadata") or {}).get("name", "")),
-        hard=tuple(sorted((str(k), str(v)) for k, v in hard.items())),
-        used=tuple(sorted((str(k), str(v)) for k, v in used.items())),
-    )
-
-
 def collect_quotas(
     manifests: Iterable[Manifest], *, default_namespace: str
 ) -> tuple[dict[str, tuple[QuotaStatus, ...]], list[ManifestError]]:
@@ -105,5 +92,5 @@ def collect_quotas(
                 break
         else:
             namespace = manifest.namespace or default_namespace
-            quotas.setdefault(namespace, []).append(convert_quota(manifest.obj))
+            quotas.setdefault(namespace, []).append(QuotaStatus.from_object(manifest.obj))
     return {ns: tuple(qs) for ns, qs in quotas.items()}, errors
