@@ -392,9 +392,10 @@ class CertificateManager:
             state = planned or stored.state
             if state is None:
                 raise CertificateManagerError("no certificate state after planning")
-            self._write_files(state)
+            files_changed = self._write_files(state)
             self.store.publish_ca_bundle(state.bundle_pem)
-            if planned is None:
+            # New files mean a new report to make (what this replica serves): one more round.
+            if planned is None and not files_changed:
                 return state
         raise CertificateManagerError(f"no agreement on the secret after {self.max_rounds} rounds")
 
@@ -410,9 +411,11 @@ class CertificateManager:
         files = read_certificate_files(self.directory)
         return fingerprint_pem(files.serving.cert_pem) if files else None
 
-    def _write_files(self, state: CertificateState) -> None:
-        if read_certificate_files(self.directory) != state.files:
-            publish_certificate_files(self.directory, files=state.files)
+    def _write_files(self, state: CertificateState) -> bool:
+        if read_certificate_files(self.directory) == state.files:
+            return False
+        publish_certificate_files(self.directory, files=state.files)
+        return True
 
 
 def start_manager_thread(
