@@ -101,7 +101,10 @@ def add_manage_certs_arguments(serve: argparse.ArgumentParser) -> None:
         help="the webhook Service the certificate is for",
     )
     group.add_argument(
-        "--cert-extra-san", action="append", default=[], help="another DNS name (repeatable)"
+        "--cert-extra-san",
+        action="append",
+        default=[],
+        help="another DNS name or IP address (repeatable)",
     )
     group.add_argument("--mutating-name", default=DEFAULT_MUTATING_NAME)
     group.add_argument("--validating-name", default=DEFAULT_VALIDATING_NAME)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import logging
 import random
@@ -133,7 +134,12 @@ class ManagerSettings:
     @property
     def dns_names(self) -> tuple[str, ...]:
         names = service_dns_names(self.service, self.namespace)
-        return (*names, *(n for n in self.extra_sans if n not in names))
+        extra = (n for n in self.extra_sans if n not in names and not _is_ip(n))
+        return (*names, *extra)
+
+    @property
+    def ip_addresses(self) -> tuple[str, ...]:
+        return tuple(n for n in self.extra_sans if _is_ip(n))
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ def decide_step(
     if (
         not leaf_from_ca
         or now >= _renew_at(leaf, settings.renew_fraction)
-        or _dns_names(leaf) != set(settings.dns_names)
+        or _sans(leaf) != set(settings.dns_names) | set(settings.ip_addresses)
     ):
         return "renew-leaf"
     return "none"
@@ -437,6 +443,7 @@ def _issue_leaf(ca: KeyPair, *, settings: ManagerSettings, now: dt.datetime) -> 
     return build_serving_cert(
         ca=ca,
         dns_names=list(settings.dns_names),
+        ip_addresses=list(settings.ip_addresses),
         valid_for=settings.leaf_valid_for,
         key_type=settings.key_type,
         now=now,
@@ -460,12 +467,21 @@ def _is_issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
-def _dns_names(cert: x509.Certificate) -> set[str]:
+def _sans(cert: x509.Certificate) -> set[str]:
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return set()
-    return set(sans.get_values_for_type(x509.DNSName))
+    ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return set(sans.get_values_for_type(x509.DNSName)) | ips
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _all_replicas_serve(

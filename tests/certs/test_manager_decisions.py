@@ -98,6 +98,9 @@ CASES = {
     "new-san-renews-the-leaf": Case(
         STATE, T0 + DAY, "renew-leaf", settings=replace(SETTINGS, extra_sans=("mlgate.example",))
     ),
+    "new-ip-san-renews-the-leaf": Case(
+        STATE, T0 + DAY, "renew-leaf", settings=replace(SETTINGS, extra_sans=("10.0.0.7",))
+    ),
     "leaf-from-a-foreign-ca-is-renewed": Case(
         replace(STATE, serving=NEW_LEAF), T0 + DAY, "renew-leaf"
     ),

@@ -50,7 +50,7 @@ def managed_plane(
     )  # empty, as manifests/base/secret.yaml ships it
     port = free_port()
     for configuration in local_webhook_configurations(
-        url=f"https://localhost:{port}", ca_pem=None, name=NAME
+        url=f"https://127.0.0.1:{port}", ca_pem=None, name=NAME
     ):
         for webhook in configuration["webhooks"]:
             webhook["namespaceSelector"] = {"matchLabels": {LABEL: "true"}}
@@ -64,7 +64,7 @@ def managed_plane(
                 "--bind", f"127.0.0.1:{port}",
                 "--manage-certs", "--cert-dir", str(cert_dir),
                 "--namespace", OWN_NAMESPACE,
-                "--cert-extra-san", "localhost",
+                "--cert-extra-san", "127.0.0.1",
                 "--mutating-name", NAME, "--validating-name", NAME,
                 "--replica-name", "replica-0",
                 "--state-dir", str(workdir / "state"),
