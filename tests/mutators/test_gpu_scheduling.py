@@ -9,7 +9,15 @@ import pytest
 
 from mutators.gpu_scheduling import mutate_pod
 from policies.model import GpuSchedulingSettings, Toleration
-from tests.mutators.workloads import container, deployment, pod, read_path, run_mutator
+from tests.mutators.workloads import (
+    check_second_pass_changes_nothing,
+    check_warnings,
+    container,
+    deployment,
+    pod,
+    read_path,
+    run_mutator,
+)
 
 DEFAULTS = GpuSchedulingSettings()
 OVERRIDE = replace(DEFAULTS, override=True)
@@ -218,9 +226,7 @@ def test_gpu_pod_gets_gpu_scheduling(
     mutated, result = run_mutator(mutate_pod, obj, settings)
     for path, value in expected.items():
         assert read_path(mutated, path) == value, path
-    assert len(result.warnings) == len(warnings)
-    for text, warning in zip(warnings, result.warnings, strict=True):
-        assert text in warning
+    check_warnings(result, warnings)
 
 
 @pytest.mark.parametrize(("obj", "settings", "expected", "warnings"), CASES)
@@ -231,7 +237,4 @@ def test_gpu_scheduling_second_pass_changes_nothing(
     warnings: list[str],
 ) -> None:
     del expected, warnings
-    once, _ = run_mutator(mutate_pod, obj, settings)
-    twice, result = run_mutator(mutate_pod, once, settings)
-    assert not result.changed
-    assert twice == once
+    check_second_pass_changes_nothing(mutate_pod, obj, settings)

@@ -9,7 +9,14 @@ import pytest
 
 from mutators.metrics_annotations import mutate_pod
 from policies.model import MetricsAnnotationsSettings
-from tests.mutators.workloads import container, deployment, pod, read_path, run_mutator
+from tests.mutators.workloads import (
+    check_second_pass_changes_nothing,
+    container,
+    deployment,
+    pod,
+    read_path,
+    run_mutator,
+)
 
 DEFAULTS = MetricsAnnotationsSettings()
 
@@ -94,7 +101,4 @@ def test_metrics_annotations_second_pass_changes_nothing(
     obj: dict[str, Any], settings: MetricsAnnotationsSettings, path: str, expected: dict[str, str]
 ) -> None:
     del path, expected
-    once, _ = run_mutator(mutate_pod, obj, settings)
-    twice, result = run_mutator(mutate_pod, once, settings)
-    assert not result.changed
-    assert twice == once
+    check_second_pass_changes_nothing(mutate_pod, obj, settings)

@@ -9,7 +9,15 @@ import pytest
 
 from mutators.model_config import mutate_pod
 from policies.model import EnvVar, ModelConfigSettings
-from tests.mutators.workloads import container, deployment, pod, read_path, run_mutator
+from tests.mutators.workloads import (
+    check_second_pass_changes_nothing,
+    check_warnings,
+    container,
+    deployment,
+    pod,
+    read_path,
+    run_mutator,
+)
 
 DEFAULTS = ModelConfigSettings()
 OVERRIDE = replace(DEFAULTS, override=True)
@@ -159,9 +167,7 @@ def test_model_config_fills_in_what_is_missing(
     mutated, result = run_mutator(mutate_pod, obj, settings)
     for path, value in expected.items():
         assert read_path(mutated, path) == value, path
-    assert len(result.warnings) == len(warnings)
-    for text, warning in zip(warnings, result.warnings, strict=True):
-        assert text in warning
+    check_warnings(result, warnings)
 
 
 @pytest.mark.parametrize(("obj", "settings", "expected", "warnings"), CASES)
@@ -172,7 +178,4 @@ def test_model_config_second_pass_changes_nothing(
     warnings: list[str],
 ) -> None:
     del expected, warnings
-    once, _ = run_mutator(mutate_pod, obj, settings)
-    twice, result = run_mutator(mutate_pod, once, settings)
-    assert not result.changed
-    assert twice == once
+    check_second_pass_changes_nothing(mutate_pod, obj, settings)

@@ -9,7 +9,14 @@ import pytest
 
 from mutators.resource_defaults import mutate_pod
 from policies.model import ResourceDefaultsSettings
-from tests.mutators.workloads import container, pod, read_path, run_mutator
+from tests.mutators.workloads import (
+    check_second_pass_changes_nothing,
+    check_warnings,
+    container,
+    pod,
+    read_path,
+    run_mutator,
+)
 
 DEFAULTS = ResourceDefaultsSettings()
 OVERRIDE = replace(DEFAULTS, override=True)
@@ -118,9 +125,7 @@ def test_resource_defaults_follow_limit_range_semantics(
 ) -> None:
     mutated, result = run_mutator(mutate_pod, obj, settings)
     assert read_path(mutated, "spec.containers.0.resources") == expected
-    assert len(result.warnings) == len(warnings)
-    for text, warning in zip(warnings, result.warnings, strict=True):
-        assert text in warning
+    check_warnings(result, warnings)
 
 
 @pytest.mark.parametrize(("obj", "settings", "expected", "warnings"), CASES)
@@ -131,10 +136,7 @@ def test_resource_defaults_second_pass_changes_nothing(
     warnings: list[str],
 ) -> None:
     del expected, warnings
-    once, _ = run_mutator(mutate_pod, obj, settings)
-    twice, result = run_mutator(mutate_pod, once, settings)
-    assert not result.changed
-    assert twice == once
+    check_second_pass_changes_nothing(mutate_pod, obj, settings)
 
 
 def test_init_containers_get_defaults_but_ephemeral_containers_do_not() -> None:

@@ -9,7 +9,14 @@ import pytest
 
 from mutators.security_context import mutate_pod, writable_volume_name
 from policies.model import SecurityContextSettings
-from tests.mutators.workloads import container, pod, read_path, run_mutator
+from tests.mutators.workloads import (
+    check_second_pass_changes_nothing,
+    check_warnings,
+    container,
+    pod,
+    read_path,
+    run_mutator,
+)
 
 DEFAULTS = SecurityContextSettings()
 OVERRIDE = replace(DEFAULTS, override=True)
@@ -192,9 +199,7 @@ def test_security_context_hardens_pod(
     mutated, result = run_mutator(mutate_pod, obj, settings)
     for path, value in expected.items():
         assert read_path(mutated, path) == value, path
-    assert len(result.warnings) == len(warnings)
-    for text, warning in zip(warnings, result.warnings, strict=True):
-        assert text in warning
+    check_warnings(result, warnings)
 
 
 @pytest.mark.parametrize(("obj", "settings", "expected", "warnings"), CASES)
@@ -205,10 +210,7 @@ def test_security_context_second_pass_changes_nothing(
     warnings: list[str],
 ) -> None:
     del expected, warnings
-    once, _ = run_mutator(mutate_pod, obj, settings)
-    twice, result = run_mutator(mutate_pod, once, settings)
-    assert not result.changed
-    assert twice == once
+    check_second_pass_changes_nothing(mutate_pod, obj, settings)
 
 
 @pytest.mark.parametrize(

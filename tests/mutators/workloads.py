@@ -89,3 +89,20 @@ def read_path(obj: Any, path: str) -> Any:
         else:
             return None
     return obj
+
+
+def check_warnings(result: MutatorResult, expected: list[str]) -> None:
+    """One warning per expected substring, in order."""
+    assert len(result.warnings) == len(expected), result.warnings
+    for text, warning in zip(expected, result.warnings, strict=True):
+        assert text in warning
+
+
+def check_second_pass_changes_nothing(
+    mutate_pod: Callable[..., MutatorResult], obj: JsonObject, settings: Any
+) -> None:
+    """Running the mutator on its own output changes nothing and says so."""
+    once, _ = run_mutator(mutate_pod, obj, settings)
+    twice, result = run_mutator(mutate_pod, once, settings)
+    assert not result.changed
+    assert twice == once
