@@ -63,10 +63,15 @@ class LoadResult:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    server_cpu_s: float = 0.0  # CPU time the server's workers used during the run
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu_s / self.requests * 1e6 if self.requests else 0.0
 
 
 def pick_client(requested: str) -> Client:

@@ -8,6 +8,7 @@ number of loaded policies, and the resident memory of each worker.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import os
 import platform
@@ -35,6 +36,7 @@ from policies.loader import load_policy_dir
 from webhook.server import ServerOptions
 
 POLICY_COUNTS = (1, 10, 100)
+PARTS = ("servers", "stages", "policies")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,15 @@ class Settings:
     workers: int
     threads: int
     workdir: Path
+    parts: frozenset[str]
+    json_out: Path | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    met: bool
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,6 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="1 s per case, few iterations: checks it runs"
     )
+    parser.add_argument(
+        "--part",
+        action="append",
+        choices=PARTS,
+        help="run only this part (repeatable): servers (mlgate vs baseline), stages (in "
+        "process), policies (1/10/100 loaded policies); default: all",
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     seconds, iterations = (1.0, 20) if args.quick else (args.seconds, args.iterations)
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
@@ -96,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             threads=args.threads,
             workdir=Path(tmp),
+            parts=frozenset(args.part or PARTS),
+            json_out=args.json,
         )
         return run_benchmark(settings)
 
@@ -104,21 +125,51 @@ def run_benchmark(settings: Settings) -> int:
     out = sys.stdout
     out.write(describe_machine(settings))
     out.flush()
-    stages = profile_stages(iterations=settings.iterations, workdir=settings.workdir)
-    folders = {n: write_policy_folder(settings.workdir / f"policies-{n}", n) for n in POLICY_COUNTS}
-    in_process = {
-        n: admit_micros(load_policy_dir(folder), iterations=settings.iterations)
-        for n, folder in folders.items()
-    }
-    cases, default_tls, memory = measure_servers(settings)
-    scaling, scaling_memory = measure_policy_scaling(settings, folders)
-    memory.update(scaling_memory)
-    out.write("\n" + format_cases(cases, default_tls))
-    out.write("\n" + format_targets(cases, default_tls, scaling, memory))
-    out.write("\n" + format_stages(stages))
-    out.write("\n" + format_scaling(scaling, in_process))
-    out.write("\n" + format_memory(memory))
+    parts = settings.parts
+    stages: list[StageCost] = []
+    if "stages" in parts:
+        stages = profile_stages(iterations=settings.iterations, workdir=settings.workdir)
+    cases: list[Case] = []
+    default_tls: dict[Webhook, LoadResult] = {}
+    memory: dict[str, list[float]] = {}
+    if "servers" in parts:
+        cases, default_tls, memory = measure_servers(settings)
+        out.write("\n" + format_cases(cases, default_tls))
+        out.flush()
+    scaling: dict[int, dict[Webhook, LoadResult]] = {}
+    in_process: dict[int, dict[Webhook, float]] = {}
+    if "policies" in parts:
+        folders = {
+            n: write_policy_folder(settings.workdir / f"policies-{n}", n) for n in POLICY_COUNTS
+        }
+        in_process = {
+            n: admit_micros(load_policy_dir(folder), iterations=settings.iterations)
+            for n, folder in folders.items()
+        }
+        scaling, scaling_memory = measure_policy_scaling(settings, folders)
+        memory.update(scaling_memory)
+    targets = check_targets(cases, default_tls, scaling, memory)
+    out.write("\n" + format_targets(targets))
+    if stages:
+        out.write("\n" + format_stages(stages))
+    if scaling:
+        out.write("\n" + format_scaling(scaling, in_process))
+    if memory:
+        out.write("\n" + format_memory(memory))
     out.write(f"\nload average after the run: {load_average()}\n")
+    if settings.json_out is not None:
+        figures = {
+            "cases": [{**dataclasses.asdict(c), "ratio": c.ratio} for c in cases],
+            "default_tls": default_tls,
+            "targets": targets,
+            "stages": stages,
+            "policies": scaling,
+            "policies_in_process_us": in_process,
+            "memory_mb": memory,
+        }
+        settings.json_out.write_bytes(
+            orjson.dumps(figures, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2)
+        )
     return 0
 
 
@@ -215,7 +266,9 @@ def measure_policy_scaling(
 
 
 def drive(server: Server, webhook: Webhook, mode: Mode, settings: Settings) -> LoadResult:
-    return run_load(
+    """One case against one server, with the CPU time its workers spent on it."""
+    cpu_before = server.cpu_seconds()
+    result = run_load(
         settings.client,
         url=server.url,
         path=f"/{webhook}",
@@ -225,6 +278,7 @@ def drive(server: Server, webhook: Webhook, mode: Mode, settings: Settings) -> L
         seconds=settings.seconds,
         workdir=settings.workdir,
     )
+    return dataclasses.replace(result, server_cpu_s=server.cpu_seconds() - cpu_before)
 
 
 def warm_up(server: Server, settings: Settings) -> None:
@@ -296,42 +350,45 @@ def _errors(result: LoadResult) -> str:
 def format_cases(cases: Sequence[Case], default_tls: dict[Webhook, LoadResult]) -> str:
     lines = [
         "| endpoint | connections | baseline req/s | mlgate req/s | mlgate/baseline "
-        "| baseline p50/p90/p99 ms | mlgate p50/p90/p99 ms |",
-        "|---|---|--:|--:|--:|--:|--:|",
+        "| baseline p50/p90/p99 ms | mlgate p50/p90/p99 ms "
+        "| server CPU per request, baseline / mlgate (us) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
     ]
     for case in cases:
         b, m = case.baseline, case.mlgate
         lines.append(
             f"| /{case.webhook} | {case.mode.name} | {b.rps:,.0f}{_errors(b)} "
-            f"| {m.rps:,.0f}{_errors(m)} | {case.ratio:.2f} | {_latency(b)} | {_latency(m)} |"
+            f"| {m.rps:,.0f}{_errors(m)} | {case.ratio:.2f} | {_latency(b)} | {_latency(m)} "
+            f"| {b.cpu_us_per_request:,.0f} / {m.cpu_us_per_request:,.0f} |"
         )
     for webhook, result in default_tls.items():
         lines.append(
             f"| /{webhook} | {NEW_CONNECTIONS.name}, baseline on gunicorn's default TLS "
             f"(context per connection, RSA-2048) | {result.rps:,.0f}{_errors(result)} | | "
-            f"| {_latency(result)} | |"
+            f"| {_latency(result)} | | {result.cpu_us_per_request:,.0f} / |"
         )
     return "\n".join(lines) + "\n"
 
 
-def format_targets(
+def check_targets(
     cases: Sequence[Case],
     default_tls: dict[Webhook, LoadResult],
     scaling: dict[int, dict[Webhook, LoadResult]],
     memory: dict[str, list[float]],
-) -> str:
+) -> list[Target]:
+    """The targets of issue 8 that the parts run could measure, with their verdicts."""
     rows: list[tuple[str, str, bool]] = []
     by_key = {(c.webhook, c.mode.name): c for c in cases}
-    for webhook in WEBHOOKS:
+    for webhook in WEBHOOKS if cases else ():
         case = by_key[(webhook, MODES[1].name)]
         rows.append(
             (f"/{webhook}, 16 kept-alive connections: >= 60% of baseline req/s",
              f"{case.ratio:.0%}", case.ratio >= 0.60)
         )  # fmt: skip
-    for webhook in WEBHOOKS:
+    for webhook in WEBHOOKS if cases else ():
         p99 = by_key[(webhook, MODES[0].name)].mlgate.p99_ms
         rows.append((f"/{webhook}, one connection: p99 < 3 ms", f"{p99:.2f} ms", p99 < 3.0))
-    for webhook in WEBHOOKS:
+    for webhook in WEBHOOKS if cases else ():
         mine = by_key[(webhook, NEW_CONNECTIONS.name)].mlgate.rps
         theirs = default_tls[webhook].rps
         factor = mine / theirs if theirs else 0.0
@@ -339,19 +396,25 @@ def format_targets(
             (f"/{webhook}, new connection per request: >= 1.8x gunicorn's default TLS",
              f"{factor:.2f}x ({mine:,.0f} vs {theirs:,.0f} req/s)", factor >= 1.8)
         )  # fmt: skip
-    first, last = min(scaling), max(scaling)
-    for webhook in WEBHOOKS:
-        one, many = scaling[first][webhook].p50_ms, scaling[last][webhook].p50_ms
-        factor = many / one if one else 0.0
-        rows.append(
-            (f"/{webhook}, {last} policies: p50 <= 2x that with {first}",
-             f"{factor:.2f}x ({many:.2f} vs {one:.2f} ms)", factor <= 2.0)
-        )  # fmt: skip
-    worst = max(memory["mlgate, default policies"])
-    rows.append(("resident memory per worker, default policies: < 80 MB", f"{worst:.1f} MB",
-                 worst < 80))  # fmt: skip
+    if scaling:
+        first, last = min(scaling), max(scaling)
+        for webhook in WEBHOOKS:
+            one, many = scaling[first][webhook].p50_ms, scaling[last][webhook].p50_ms
+            factor = many / one if one else 0.0
+            rows.append(
+                (f"/{webhook}, {last} policies: p50 <= 2x that with {first}",
+                 f"{factor:.2f}x ({many:.2f} vs {one:.2f} ms)", factor <= 2.0)
+            )  # fmt: skip
+    if "mlgate, default policies" in memory:
+        worst = max(memory["mlgate, default policies"])
+        rows.append(("resident memory per worker, default policies: < 80 MB",
+                     f"{worst:.1f} MB", worst < 80))  # fmt: skip
+    return [Target(name, measured, met) for name, measured, met in rows]
+
+
+def format_targets(targets: Sequence[Target]) -> str:
     lines = ["| target | measured | met |", "|---|--:|:-:|"]
-    lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in rows]
+    lines += [f"| {t.name} | {t.measured} | {'yes' if t.met else '**no**'} |" for t in targets]
     return "\n".join(lines) + "\n"
 
 

@@ -34,6 +34,10 @@ class Server:
         """The gunicorn workers: the master's child processes."""
         return find_children(self.process.pid)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the workers have used so far."""
+        return sum(process_cpu_seconds(pid) for pid in self.worker_pids())
+
     def stop(self, timeout: float = 30) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -152,6 +156,17 @@ def find_children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(entry.name))
     return sorted(children)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (from /proc/PID/stat), 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # utime and stime are fields 14 and 15 of stat(5); ``fields`` starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def resident_mb(pid: int) -> float:

@@ -1,0 +1,81 @@
+"""The benchmark harness runs end to end in its tiny mode, so that it cannot rot.
+
+No timing is asserted: only that every case was measured, answered without errors, and that
+every table and target is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
+    figures = tmp_path_factory.mktemp("bench") / "figures.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--client", "python", "--json", str(figures)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, json.loads(figures.read_text())
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "heading",
+    [
+        pytest.param("| endpoint | connections | baseline req/s | mlgate req/s", id="cases"),
+        pytest.param("| target | measured | met |", id="targets"),
+        pytest.param("| stage (in process, default policies)", id="stages"),
+        pytest.param("| loaded policies |", id="policies"),
+        pytest.param("| server | resident memory per worker (MB) |", id="memory"),
+    ],
+)
+def test_quick_run_prints_every_table(quick_run: tuple[str, dict[str, Any]], heading: str) -> None:
+    output, _ = quick_run
+    assert heading in output
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_measures_every_case_without_errors(
+    quick_run: tuple[str, dict[str, Any]],
+) -> None:
+    _, figures = quick_run
+    cases = figures["cases"]
+    assert {(c["webhook"], c["mode"]["name"]) for c in cases} == {
+        (webhook, mode)
+        for webhook in ("mutate", "validate")
+        for mode in (
+            "keep-alive, 1 connection",
+            "keep-alive, 16 connections",
+            "new connection per request, 16 at once",
+        )
+    }
+    results = [r for c in cases for r in (c["baseline"], c["mlgate"])]
+    results += list(figures["default_tls"].values())
+    results += [r for by_webhook in figures["policies"].values() for r in by_webhook.values()]
+    assert all(r["requests"] > 0 and r["errors"] == 0 for r in results), results
+    assert len(figures["targets"]) == 9
+    assert sorted(figures["policies"]) == ["1", "10", "100"]
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_profiles_each_stage(quick_run: tuple[str, dict[str, Any]]) -> None:
+    _, figures = quick_run
+    stages = {s["stage"]: s["micros"] for s in figures["stages"]}
+    assert stages["mutators (copy + apply_all)"]["mutate"] > 0
+    assert stages["checks (evaluate)"]["validate"] > 0
+    assert stages["= whole falcon handler"]["mutate"] > 0
+    assert all(len(sizes) == 2 and min(sizes) > 0 for sizes in figures["memory_mb"].values())
