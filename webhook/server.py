@@ -19,6 +19,7 @@ import logging
 import logging.config
 import os
 import ssl
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
 from webhook import metrics
+from webhook.logwriter import BackgroundHandler
 
 log = logging.getLogger("mlgate.server")
 
@@ -116,6 +118,16 @@ def publish_cert_expiry(cert_file: Path) -> None:
         log.warning("cannot read the expiry of %s: %s", cert_file, exc)
 
 
+def build_decision_handler() -> BackgroundHandler:
+    """JSON lines on stdout, formatted and written by a thread of their own (the decision log
+    is written on every request; see ``webhook.logwriter``)."""
+    from webhook.app import JsonLogFormatter
+
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.setFormatter(JsonLogFormatter())
+    return BackgroundHandler(stdout)
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """JSON lines on stdout for every logger, gunicorn's included."""
     return {
@@ -127,12 +139,18 @@ def logging_config(level: str) -> dict[str, Any]:
                 "class": "logging.StreamHandler",
                 "formatter": "json",
                 "stream": "ext://sys.stdout",
-            }
+            },
+            "decisions": {"()": build_decision_handler},
         },
         "root": {"level": level.upper(), "handlers": ["stdout"]},
         "loggers": {
             "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
             "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            "mlgate.decisions": {
+                "level": level.upper(),
+                "handlers": ["decisions"],
+                "propagate": False,
+            },
             # The audit store prints its own bare JSON lines.
             "mlgate.audit": {"level": "INFO", "handlers": [], "propagate": False},
         },

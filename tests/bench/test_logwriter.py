@@ -1,0 +1,84 @@
+"""The background log handler writes every record, once, whole, from any thread or process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from webhook.logwriter import BackgroundHandler
+
+
+def file_logger(path: Path, name: str) -> tuple[logging.Logger, BackgroundHandler]:
+    target = logging.FileHandler(path)
+    target.setFormatter(logging.Formatter("%(message)s"))
+    handler = BackgroundHandler(target)
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+@pytest.mark.parametrize(
+    ("threads", "lines_each"),
+    [
+        pytest.param(1, 200, id="one-thread"),
+        pytest.param(8, 200, id="eight-threads-at-once"),
+    ],
+)
+def test_every_record_is_written_once_and_whole(
+    tmp_path: Path, threads: int, lines_each: int
+) -> None:
+    path = tmp_path / "log.txt"
+    logger, handler = file_logger(path, f"test.logwriter.{threads}")
+    payload = "x" * 3000  # longer than one atomic pipe write
+
+    def log_lines(n: int) -> None:
+        for i in range(lines_each):
+            logger.info("%d-%d %s", n, i, payload)
+
+    workers = [threading.Thread(target=log_lines, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    handler.flush()
+    lines = path.read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(
+        f"{n}-{i}" for n in range(threads) for i in range(lines_each)
+    )
+    assert all(line.endswith(payload) for line in lines)
+    handler.close()
+
+
+def test_close_writes_what_is_still_queued(tmp_path: Path) -> None:
+    path = tmp_path / "log.txt"
+    logger, handler = file_logger(path, "test.logwriter.close")
+    for i in range(1000):
+        logger.info("line %d", i)
+    handler.close()
+    assert len(path.read_text().splitlines()) == 1000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_writes_with_a_thread_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "log.txt"
+    logger, handler = file_logger(path, "test.logwriter.fork")
+    logger.info("from the parent")
+    handler.flush()
+    pid = os.fork()
+    if pid == 0:  # the child, as a gunicorn worker after the master configured logging
+        try:
+            logger.info("from the child")
+            handler.close()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lines = path.read_text().splitlines()
+    assert lines == ["from the parent", "from the child"]
+    handler.close()
