@@ -132,16 +132,16 @@ def _write(path: Path, data: bytes, *, private: bool = False) -> None:
 
 
 def client_config_text(bind: str, ca_file: Path) -> str:
-    """The ``clientConfig`` an API server needs to call this webhook, as YAML."""
+    """The ``clientConfig`` an API server needs to call this webhook, as YAML to paste."""
     host, _, port = bind.rpartition(":")
     host = "127.0.0.1" if host in ("", "0.0.0.0", "[::]") else host
     bundle = base64.b64encode(ca_file.read_bytes()).decode()
     return (
         f"mlgate: CA certificate: {ca_file.resolve()}\n"
-        "mlgate: webhook clientConfig for the API server:\n"
-        f"  mutating:   {{url: https://{host}:{port}/mutate, caBundle: {bundle[:24]}...}}\n"
-        f"  validating: {{url: https://{host}:{port}/validate, caBundle: {bundle[:24]}...}}\n"
-        f"  full caBundle: base64 -w0 {ca_file.resolve()}\n"
+        "mlgate: clientConfig of the MutatingWebhookConfiguration's webhook:\n"
+        f"  clientConfig:\n    url: https://{host}:{port}/mutate\n    caBundle: {bundle}\n"
+        "mlgate: clientConfig of the ValidatingWebhookConfiguration's webhook:\n"
+        f"  clientConfig:\n    url: https://{host}:{port}/validate\n    caBundle: {bundle}\n"
     )
 
 

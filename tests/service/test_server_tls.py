@@ -200,3 +200,14 @@ def test_default_serve_makes_and_reuses_a_local_ca(tmp_path: Path, tls_files: Tl
     server_context.load_cert_chain(str(cert), str(key))
     assert context.verify_mode == ssl.CERT_REQUIRED
     shutil.rmtree(tmp_path / ".mlgate")
+
+
+def test_client_config_names_both_urls_and_the_whole_ca_bundle(tls_files: TlsFiles) -> None:
+    from webhook.cli import client_config_text
+
+    text = client_config_text("127.0.0.1:9443", tls_files.ca)
+    bundle = base64.b64encode(tls_files.ca.read_bytes()).decode()
+    assert "url: https://127.0.0.1:9443/mutate" in text
+    assert "url: https://127.0.0.1:9443/validate" in text
+    assert text.count(f"caBundle: {bundle}\n") == 2
+    assert str(tls_files.ca.resolve()) in text
