@@ -195,11 +195,21 @@ class HealthResource:
 
 
 class ReadyResource:
-    """``GET /readyz``: ready only once a policy set and the certificate are loaded."""
+    """``GET /readyz``: ready once a policy set and the certificate are loaded, and the cluster
+    caches synced (or their grace period passed).
 
-    def __init__(self, store: PolicyStore, settings: Settings) -> None:
+    NOTE: an unreachable API server must not make every replica unready for good: with
+    ``failurePolicy: Fail`` that would block every deployment, while the checks that need the
+    cluster already have their own failure action.
+    """
+
+    def __init__(
+        self, store: PolicyStore, settings: Settings, *, kube: ClusterLookups | None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.wait_synced = getattr(kube, "wait_synced", None)
+        self.started = time.monotonic()
 
     def on_get(self, _req: falcon.Request, resp: falcon.Response) -> None:
         problems = []
@@ -209,6 +219,9 @@ class ReadyResource:
         for path in (self.settings.cert_file, self.settings.key_file):
             if path is not None and not path.is_file():
                 problems.append(f"certificate file {path} is missing")
+        in_grace = time.monotonic() - self.started < self.settings.cluster_sync_grace
+        if self.wait_synced is not None and in_grace and not self.wait_synced(0):
+            problems.append("cluster caches (ResourceQuotas, namespaces, workloads) not synced")
         body: dict[str, Any] = {
             "status": "ready" if not problems else "not ready",
             "policies": [p.name for p in state.policy_set.policies] if state.policy_set else [],
@@ -271,7 +284,7 @@ def create_app(
         )
         app.add_route(f"/{webhook}", resource)
     app.add_route("/healthz", HealthResource())
-    app.add_route("/readyz", ReadyResource(store, settings))
+    app.add_route("/readyz", ReadyResource(store, settings, kube=kube))
     app.add_route("/metrics", MetricsResource())
     return app
 

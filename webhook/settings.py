@@ -18,5 +18,8 @@ class Settings:
     own_namespace: str = "mlgate-system"
     # How often each worker looks for policy changes, in seconds; 0: never.
     watch_interval: float = 1.0
+    # How long a new worker may wait for its cluster caches before /readyz says ready anyway
+    # (its quota checks then follow each policy's failureAction until the caches sync).
+    cluster_sync_grace: float = 30.0
     cert_file: Path | None = None
     key_file: Path | None = None

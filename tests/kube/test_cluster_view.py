@@ -319,3 +319,29 @@ def test_connect_cluster_with_a_broken_kubeconfig_raises(tmp_path: Path) -> None
     broken.write_text("apiVersion: v1\nkind: Config\n")
     with pytest.raises(KubeConfigError):
         connect_cluster(str(broken))
+
+
+def test_readyz_waits_for_cluster_caches_within_a_grace_period(apiserver: KubeApiServer) -> None:
+    import falcon.testing
+
+    from webhook.app import create_app
+    from webhook.settings import Settings
+
+    unreachable = make_view(closed_port_url())
+    synced = make_view(apiserver.url)
+    try:
+        assert synced.wait_synced(5)
+        settings = Settings(watch_interval=0)
+        waiting = falcon.testing.TestClient(create_app(settings, kube=unreachable))
+        result = waiting.simulate_get("/readyz")
+        assert result.status_code == 503
+        assert "cluster caches" in result.json["problems"][0]
+        ready = falcon.testing.TestClient(create_app(settings, kube=synced))
+        assert ready.simulate_get("/readyz").status_code == 200
+        # Past the grace period an unreachable cluster no longer keeps the replica unready.
+        no_grace = Settings(watch_interval=0, cluster_sync_grace=0)
+        gave_up = falcon.testing.TestClient(create_app(no_grace, kube=unreachable))
+        assert gave_up.simulate_get("/readyz").status_code == 200
+    finally:
+        unreachable.close()
+        synced.close()
