@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -140,13 +141,23 @@ def mark_worker_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
+@functools.lru_cache(maxsize=8192)
+def _labelled(metric: str, *labels: str) -> Any:
+    """The child of a metric for these label values, looked up once per process.
+
+    NOTE: ``labels()`` checks the values and takes a lock on every call, and a validating
+    request counts a dozen results (bench/); the children are the ones prometheus-client
+    keeps itself, so values still go to this process's files after a fork.
+    """
+    return getattr(_get_metrics(), metric).labels(*labels)
+
+
 def observe_admission(
     *, webhook: str, operation: str, kind: str, decision: str, seconds: float
 ) -> None:
     """Count one answered request; ``decision`` such as ``allow``, ``deny``, ``patch``."""
-    metrics = _get_metrics()
-    metrics.admission_requests.labels(webhook, operation, kind, decision).inc()
-    metrics.admission_duration.labels(webhook).observe(seconds)
+    _labelled("admission_requests", webhook, operation, kind, decision).inc()
+    _labelled("admission_duration", webhook).observe(seconds)
 
 
 def describe_result(result: CheckResult) -> str:
@@ -157,16 +168,14 @@ def describe_result(result: CheckResult) -> str:
 
 
 def count_policy_results(results: Iterable[CheckResult]) -> None:
-    policy_results = _get_metrics().policy_results
     for result in results:
-        policy_results.labels(result.policy, result.rule, describe_result(result)).inc()
+        _labelled("policy_results", result.policy, result.rule, describe_result(result)).inc()
 
 
 def count_mutations(mutators: Iterable[str]) -> None:
     """Count the mutators that changed an object (by name, e.g. ``gpu-scheduling``)."""
-    mutations = _get_metrics().mutations
     for mutator in mutators:
-        mutations.labels(mutator).inc()
+        _labelled("mutations", mutator).inc()
 
 
 def count_policy_load_error(count: int = 1) -> None:
