@@ -15,6 +15,7 @@ accepted as their decimal value.
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import ROUND_CEILING, Context, Decimal
 
@@ -70,6 +71,13 @@ def parse_quantity(value: str | int | float) -> Decimal:
         return amount
     if not isinstance(value, str):
         raise QuantityError(f"not a quantity: {value!r}")
+    return _parse_text(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str) -> Decimal:
+    """``parse_quantity`` of a string, remembered: a request parses the same few quantities
+    (the policy's defaults and budgets, the containers' values) ten times over (bench/)."""
     match = _QUANTITY.fullmatch(value)
     if match is None:
         raise QuantityError(f"not a quantity: {value!r}")
