@@ -9,9 +9,11 @@ the stages add up.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from policies.model import PolicySet
 from webhook import metrics
 from webhook.admission import Admitter, Outcome, build_audit_records, denial_message
 from webhook.audit.record import AuditSink
+from webhook.logwriter import BackgroundHandler
 from webhook.review import AdmissionReviewWire, build_response, parse_review
 
 ROUNDS = 5
@@ -72,7 +75,7 @@ STAGES = (
     "audit records",
     "audit submit",
     "metrics",
-    "decision log line",
+    "decision log line (format + write)",
     "= admit() + serialise",
 )
 
@@ -113,7 +116,7 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
     stages = [
         StageCost(stage, {w: _mean(costs[stage].get(w)) for w in WEBHOOKS}) for stage in STAGES
     ]
-    stages.append(StageCost("= whole falcon handler", profile_handler(iterations, workdir)))
+    stages.append(StageCost("= whole falcon handler (WSGI)", profile_handler(iterations, workdir)))
     return stages
 
 
@@ -180,7 +183,10 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
 
     add("metrics", observe)
     fields = {"fields": decision_fields(webhook, request, result, 0.001)}
-    add("decision log line", lambda: pipeline.decision_log.info("admission", extra=fields))
+    add(
+        "decision log line (format + write)",
+        lambda: pipeline.decision_log.info("admission", extra=fields),
+    )
     add(
         "= admit() + serialise",
         lambda: orjson.dumps(admitter.admit(webhook, parse_review(data)).review),
@@ -193,40 +199,64 @@ def _mean(values: Sequence[float] | None) -> float | None:
 
 
 def profile_handler(iterations: int, workdir: Path) -> dict[Webhook, float | None]:
-    """The whole ``/mutate`` and ``/validate`` handlers through falcon's test client."""
-    from falcon.testing import TestClient
-
+    """The whole ``/mutate`` and ``/validate`` handlers: the falcon app called as gunicorn
+    calls it (a WSGI environ, the body in a stream), with the audit store, metrics and the
+    decision log on their writer threads as in the server."""
     from webhook.app import create_app
     from webhook.audit.store import open_audit_store
     from webhook.settings import Settings
 
     audit = open_audit_store(workdir / "handler-audit.db", json_log=False)
+    decision_log = logging.getLogger("mlgate.decisions")
+    handlers = decision_log.handlers
+    decision_log.handlers = [BackgroundHandler(handlers[0])] if handlers else []
     try:
-        client = TestClient(create_app(Settings(watch_interval=0), audit=audit))
+        app = create_app(Settings(watch_interval=0), audit=audit)
         totals: dict[Webhook, float | None] = {}
         for webhook in WEBHOOKS:
-            bodies = load_bodies(webhook)
-            per_body = []
-            for body in bodies:
-                per_body.append(
-                    time_per_call(_poster(client, webhook, body), iterations=iterations)
-                )
+            per_body = [
+                time_per_call(_wsgi_call(app, webhook, body), iterations=iterations)
+                for body in load_bodies(webhook)
+            ]
             totals[webhook] = statistics.fmean(per_body)
         return totals
     finally:
+        for handler in decision_log.handlers:
+            handler.flush()
+        decision_log.handlers = handlers
         audit.close()
 
 
-def _poster(client: Any, webhook: Webhook, body: Body) -> Callable[[], object]:
-    headers = {"Content-Type": "application/json"}
+def _wsgi_call(app: Any, webhook: Webhook, body: Body) -> Callable[[], object]:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": f"/{webhook}",
+        "QUERY_STRING": "timeout=10s",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8443",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body.data)),
+        "wsgi.url_scheme": "https",
+        "wsgi.version": (1, 0),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    statuses: list[str] = []
 
-    def post() -> object:
-        result = client.simulate_post(f"/{webhook}", body=body.data, headers=headers)
-        if result.status_code != 200:
-            raise RuntimeError(f"/{webhook} {body.name}: HTTP {result.status_code}")
-        return result
+    def start_response(status: str, _headers: Any, _exc_info: Any = None) -> None:
+        statuses.append(status)
 
-    return post
+    def call() -> object:
+        answer = b"".join(app({**environ, "wsgi.input": io.BytesIO(body.data)}, start_response))
+        if not statuses.pop().startswith("200"):
+            raise RuntimeError(f"/{webhook} {body.name}: {answer!r}")
+        return answer
+
+    return call
 
 
 def admit_micros(policy_set: PolicySet, *, iterations: int) -> dict[Webhook, float]:

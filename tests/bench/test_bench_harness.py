@@ -77,5 +77,5 @@ def test_quick_run_profiles_each_stage(quick_run: tuple[str, dict[str, Any]]) ->
     stages = {s["stage"]: s["micros"] for s in figures["stages"]}
     assert stages["mutators (copy + apply_all)"]["mutate"] > 0
     assert stages["checks (evaluate)"]["validate"] > 0
-    assert stages["= whole falcon handler"]["mutate"] > 0
+    assert stages["= whole falcon handler (WSGI)"]["mutate"] > 0
     assert all(len(sizes) == 2 and min(sizes) > 0 for sizes in figures["memory_mb"].values())
