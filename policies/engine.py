@@ -32,11 +32,6 @@ class Verdict:
     warnings: list[CheckResult]
     audits: list[CheckResult]
 
-    @property
-    def message(self) -> str:
-        """The denial message: every failing rule, one after the other ("" when allowed)."""
-        return format_denial(self.denials)
-
 
 def evaluate(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[CheckResult]:
     """Every result of every enabled check of ``policies`` (already selected) on the request.
@@ -119,18 +114,3 @@ def summarize(results: Sequence[CheckResult]) -> Verdict:
         warnings=[r for r in failing if r.action == "warn"],
         audits=[r for r in failing if r.action == "audit"],
     )
-
-
-def format_result(result: CheckResult) -> str:
-    """``[policy image-policy, rule images.no-latest] container x of ... uses ...``."""
-    return f"[policy {result.policy}, rule {result.rule}] {result.message}"
-
-
-def format_denial(denials: Sequence[CheckResult]) -> str:
-    """Every failing rule of a denial, numbered when there are several."""
-    if not denials:
-        return ""
-    if len(denials) == 1:
-        return format_result(denials[0])
-    listed = " ".join(f"({i}) {format_result(r)}" for i, r in enumerate(denials, 1))
-    return f"{len(denials)} rules failed: {listed}"
