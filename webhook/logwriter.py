@@ -21,7 +21,8 @@ import time
 
 FLUSH_TIMEOUT = 5.0
 # How long the writer lets records gather after the first; lines appear at most this late.
-LINGER = 0.05
+# Long enough that most records find the writer asleep, short enough that a batch is small.
+LINGER = 0.01
 
 
 class BackgroundHandler(logging.Handler):
