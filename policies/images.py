@@ -89,6 +89,7 @@ def check_images(
             for rule in RULES
         ]
     workload = describe_workload(obj, namespace=ctx.namespace)
+    version = _version_label(obj)  # once: the rules below ask for it per container
     containers = [(ref, ref.container.get("image")) for ref in iter_container_refs(obj)]
     images = [
         (ref, image, parse_image(image)) for ref, image in containers if isinstance(image, str)
@@ -118,7 +119,7 @@ def check_images(
         failures = [
             (_image_path(ref), f"{ref.describe()} of {workload} {problem}")
             for ref, image, parsed in images
-            if (problem := _latest_problem(image, parsed, obj)) is not None
+            if (problem := _latest_problem(image, parsed, version)) is not None
         ]
         results += _rule_results(
             policy,
@@ -147,7 +148,7 @@ def check_images(
     if settings.tag_matches_version is not None:
         results.append(
             _check_tag_matches_version(
-                obj,
+                version,
                 images,
                 policy=policy,
                 action=resolve_action(
@@ -179,8 +180,7 @@ def is_allowed_repository(image: ImageRef, patterns: tuple[str, ...]) -> bool:
     )
 
 
-def _latest_problem(image: str, parsed: ImageRef, obj: JsonObject) -> str | None:
-    version = _version_label(obj)
+def _latest_problem(image: str, parsed: ImageRef, version: str | None) -> str | None:
     example = f":{version}" if version else ":v1.2.3"
     fix = f"pin a version tag such as {parsed.familiar_name}{example} or a digest (@sha256:...)"
     if parsed.tag == "latest":
@@ -191,7 +191,7 @@ def _latest_problem(image: str, parsed: ImageRef, obj: JsonObject) -> str | None
 
 
 def _check_tag_matches_version(
-    obj: JsonObject,
+    version: str | None,
     images: list[tuple[ContainerRef, str, ImageRef]],
     *,
     policy: Policy,
@@ -199,7 +199,6 @@ def _check_tag_matches_version(
     workload: str,
 ) -> CheckResult:
     rule = "images.tag-matches-version"
-    version = _version_label(obj)
     # NOTE: only app containers carry the model: init containers and sidecars (fetchers,
     # proxies) have versions of their own. The rule holds when one app container's tag equals
     # the version label.
