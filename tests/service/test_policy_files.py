@@ -172,3 +172,12 @@ def test_lint_prints_file_line_field_and_fails(
 def test_schema_command_prints_the_published_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "mlgate Policy"
+
+
+def test_readme_policy_example_loads() -> None:
+    """The policy shown in the README is a working policy, not a sketch."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("```yaml\napiVersion: mlgate.io/v1alpha1\nkind: Policy\n")
+    block = readme[start + len("```yaml\n") : readme.index("```", start + 8)]
+    names = [p.name for p in load_policy_texts([("README.md", block)]).policies]
+    assert names == ["model-validation-production"]
