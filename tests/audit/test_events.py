@@ -20,6 +20,10 @@ from tests.audit.records import make_record
 from tests.k8s_schema import validate_k8s
 from webhook.events import EventLimiter, TokenBucket, build_event, open_event_recorder
 
+# NOTE: the first event imports the kubernetes client's API classes (seconds on a loaded
+# machine); close() waits this long for the queue to drain, so a slow CI run does not lose them.
+CLOSE_TIMEOUT = 60.0
+
 
 @pytest.mark.parametrize(
     "record",
@@ -141,7 +145,7 @@ def api_client_for(url: str) -> client.ApiClient:
 
 
 def test_denials_become_events_in_their_namespace(events_api: EventsApi) -> None:
-    recorder = open_event_recorder(api_client_for(events_api.url))
+    recorder = open_event_recorder(api_client_for(events_api.url), close_timeout=CLOSE_TIMEOUT)
     recorder.submit(
         [
             make_record(1),
@@ -169,7 +173,9 @@ def test_an_object_denied_in_a_loop_gets_a_burst_of_events_then_none(
     events_api: EventsApi,
 ) -> None:
     recorder = open_event_recorder(
-        api_client_for(events_api.url), limiter=EventLimiter(rate=0.0, burst=3)
+        api_client_for(events_api.url),
+        limiter=EventLimiter(rate=0.0, burst=3),
+        close_timeout=CLOSE_TIMEOUT,
     )
     for _ in range(10):
         recorder.submit([make_record(1)])
@@ -184,7 +190,7 @@ def test_a_refused_event_is_logged_and_the_recorder_goes_on(
 ) -> None:
     api = EventsApi(status=403)
     try:
-        recorder = open_event_recorder(api_client_for(api.url))
+        recorder = open_event_recorder(api_client_for(api.url), close_timeout=CLOSE_TIMEOUT)
         with caplog.at_level("WARNING", logger="mlgate.events"):
             recorder.submit([make_record(1)])
             recorder.submit([make_record(2)])
