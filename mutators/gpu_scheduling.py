@@ -30,7 +30,7 @@ from mutators.fields import (
 )
 from mutators.result import MutatorResult
 from policies.model import GpuSchedulingSettings, Toleration
-from policies.podspec import PodTemplate, app_containers, iter_containers, workload_annotations
+from policies.podspec import PodTemplate, app_containers, iter_containers
 from policies.quantity import QuantityError, parse_quantity
 
 JsonObject = dict[str, Any]
@@ -43,7 +43,8 @@ def mutate_pod(
     template: PodTemplate, *, obj: JsonObject, settings: GpuSchedulingSettings
 ) -> MutatorResult:
     """Make the pod spec of ``template`` schedulable on GPU nodes if it needs GPUs."""
-    annotations = workload_annotations(obj)
+    del obj  # the workload's annotations come with the template
+    annotations = template.workload_annotations
     spec = template.spec
     gpu = settings.resource_name
     warnings: list[str] = []

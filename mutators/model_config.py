@@ -21,7 +21,7 @@ from mutators.fields import (
 )
 from mutators.result import MutatorResult
 from policies.model import ModelConfigSettings
-from policies.podspec import PodTemplate, app_containers, workload_annotations, workload_labels
+from policies.podspec import PodTemplate, app_containers
 
 JsonObject = dict[str, Any]
 
@@ -30,8 +30,9 @@ def mutate_pod(
     template: PodTemplate, *, obj: JsonObject, settings: ModelConfigSettings
 ) -> MutatorResult:
     """Inject the model config into the app containers of ``template`` (a pod spec of ``obj``)."""
-    annotations = workload_annotations(obj)
-    labels = workload_labels(obj)
+    del obj  # the workload's labels and annotations come with the template
+    annotations = template.workload_annotations
+    labels = template.workload_labels
     spec = template.spec
     warnings: list[str] = []
     changed = False

@@ -66,7 +66,7 @@ def is_opted_out(obj: JsonObject) -> bool:
 
 def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     """Run the mutators of ``policies`` (already selected, in order) on a copy of ``obj``."""
-    if not policies or is_opted_out(obj) or not find_pod_templates(obj):
+    if not policies or not find_pod_templates(obj) or is_opted_out(obj):
         return MutationOutcome(obj=obj)
     mutated: JsonObject = copy_json(obj)
     templates = find_pod_templates(mutated)

@@ -15,9 +15,14 @@ from typing import Any
 from policies.actions import resolve_action
 from policies.context import AdmissionContext
 from policies.model import Action, ImageSettings, Policy
-from policies.podspec import find_pod_templates, workload_labels
+from policies.podspec import find_pod_templates
 from policies.results import CheckResult
-from policies.workload import ContainerRef, describe_workload, format_path, iter_container_refs
+from policies.workload import (
+    ContainerRef,
+    describe_workload,
+    format_path,
+    iter_template_containers,
+)
 
 JsonObject = dict[str, Any]
 
@@ -77,7 +82,8 @@ def check_images(
     ctx: AdmissionContext, obj: JsonObject, *, policy: Policy, settings: ImageSettings
 ) -> list[CheckResult]:
     """Every image rule of ``settings`` on every container of ``obj``."""
-    if not find_pod_templates(obj):
+    templates = find_pod_templates(obj)
+    if not templates:
         return [
             CheckResult(
                 policy=policy.name,
@@ -89,8 +95,12 @@ def check_images(
             for rule in RULES
         ]
     workload = describe_workload(obj, namespace=ctx.namespace)
-    version = _version_label(obj)  # once: the rules below ask for it per container
-    containers = [(ref, ref.container.get("image")) for ref in iter_container_refs(obj)]
+    version = _version_label(templates[0].workload_labels)  # once, not per container
+    containers = [
+        (ref, ref.container.get("image"))
+        for template in templates
+        for ref in iter_template_containers(template)
+    ]
     images = [
         (ref, image, parse_image(image)) for ref, image in containers if isinstance(image, str)
     ]
@@ -222,8 +232,7 @@ def _check_tag_matches_version(
     )
 
 
-def _version_label(obj: JsonObject) -> str | None:
-    labels = workload_labels(obj)
+def _version_label(labels: dict[str, str]) -> str | None:
     for key in VERSION_LABELS:
         if labels.get(key):
             return labels[key]

@@ -10,7 +10,8 @@ Kyverno calls this autogen. A pod spec lives at:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 JsonObject = dict[str, Any]
@@ -30,11 +31,25 @@ class PodTemplate:
     object's own; ``("spec", "template")`` for a Deployment...). ``metadata`` and ``spec`` are the
     live dicts inside the object, so a mutator that works on a copy of the object edits them in
     place. ``metadata`` may be a fresh empty dict the caller must attach (see ``ensure_metadata``).
+    ``object_metadata`` is the object's own metadata (``metadata`` itself for a Pod).
     """
 
     path: tuple[str, ...]
     metadata: JsonObject
     spec: JsonObject
+    object_metadata: JsonObject = field(default_factory=dict, compare=False, repr=False)
+
+    # NOTE: read once, on first use, and kept: every mutator and check of a request asks for
+    # them, and none of them changes the labels or annotations it reads.
+    @cached_property
+    def workload_labels(self) -> dict[str, str]:
+        """The labels of the object, falling back on this template's for keys it lacks."""
+        return _merge_maps(self, "labels")
+
+    @cached_property
+    def workload_annotations(self) -> dict[str, str]:
+        """The annotations of the object, falling back on this template's for keys it lacks."""
+        return _merge_maps(self, "annotations")
 
 
 def template_path(kind: str) -> tuple[str, ...] | None:
@@ -71,7 +86,7 @@ def find_pod_templates(obj: JsonObject) -> list[PodTemplate]:
     metadata = node.get("metadata")
     if not isinstance(metadata, dict):
         metadata = {}
-    return [PodTemplate(path=path, metadata=metadata, spec=spec)]
+    return [PodTemplate(path=path, metadata=metadata, spec=spec, object_metadata=_metadata(obj))]
 
 
 def ensure_metadata(obj: JsonObject, template: PodTemplate) -> JsonObject:
@@ -104,20 +119,25 @@ def app_containers(spec: JsonObject) -> list[JsonObject]:
 
 def workload_labels(obj: JsonObject) -> dict[str, str]:
     """The labels of the object, falling back on its pod template's for keys it lacks."""
-    labels: dict[str, str] = {}
-    for template in find_pod_templates(obj):
-        labels.update(_str_map(template.metadata.get("labels")))
-    labels.update(_str_map(_metadata(obj).get("labels")))
-    return labels
+    templates = find_pod_templates(obj)
+    if templates:
+        return templates[0].workload_labels
+    return _str_map(_metadata(obj).get("labels"))
 
 
 def workload_annotations(obj: JsonObject) -> dict[str, str]:
     """The annotations of the object, falling back on its pod template's for keys it lacks."""
-    annotations: dict[str, str] = {}
-    for template in find_pod_templates(obj):
-        annotations.update(_str_map(template.metadata.get("annotations")))
-    annotations.update(_str_map(_metadata(obj).get("annotations")))
-    return annotations
+    templates = find_pod_templates(obj)
+    if templates:
+        return templates[0].workload_annotations
+    return _str_map(_metadata(obj).get("annotations"))
+
+
+def _merge_maps(template: PodTemplate, key: str) -> dict[str, str]:
+    return {
+        **_str_map(template.metadata.get(key)),
+        **_str_map(template.object_metadata.get(key)),
+    }
 
 
 def _metadata(obj: JsonObject) -> JsonObject:

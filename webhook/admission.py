@@ -236,13 +236,14 @@ def build_audit_records(ctx: AdmissionContext, verdict: Verdict) -> list[AuditRe
             if isinstance(c.get("image"), str)
         )
     )
-    owner = f"{workload_kind_name(ctx)}/{ctx.name}"
+    kind = workload_kind_name(ctx)
+    owner = f"{kind}/{ctx.name}"
     return [
         AuditRecord(
             time=ctx.now,
             uid=ctx.uid,
             operation=ctx.operation,
-            kind=workload_kind_name(ctx),
+            kind=kind,
             namespace=ctx.namespace,
             name=ctx.name,
             username=ctx.user.username,
