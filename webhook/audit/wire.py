@@ -29,7 +29,8 @@ class AuditRecordJson(TypedDict):
 
 
 def format_time(time: dt.datetime) -> str:
-    return time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """``2026-11-28T09:15:02.123456Z``: ``isoformat`` is twice as fast as ``strftime`` (bench/)."""
+    return time.astimezone(dt.UTC).isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
 
 
 def dump_record(record: AuditRecord) -> AuditRecordJson:
