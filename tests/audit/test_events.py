@@ -100,6 +100,9 @@ class EventsApi:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                # Recorded before answering: once the client has its answer, the test may look.
+                with api.lock:
+                    api.received.append((self.path, body))
                 if api.status == 201:
                     reply = body
                 else:
@@ -117,8 +120,6 @@ class EventsApi:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                with api.lock:
-                    api.received.append((self.path, body))
 
             def log_message(self, *_args: Any) -> None:
                 pass
