@@ -97,7 +97,7 @@ class Admitter:
         skip = self._reason_to_skip(webhook, request)
         if skip:
             return Outcome(review=build_response(request.uid), decision="skip", note=skip)
-        ctx = self._build_context(request)
+        ctx = self._build_context(request, quotas_needed=webhook == "validate")
         selected = select_policies(ctx, policy_set.policies)
         if webhook == "mutate":
             return self._mutate(ctx, request, selected)
@@ -119,14 +119,17 @@ class Admitter:
             return f"kind {request.kind} carries no pod spec"
         return ""
 
-    def _build_context(self, request: AdmissionRequest) -> AdmissionContext:
+    def _build_context(self, request: AdmissionRequest, *, quotas_needed: bool) -> AdmissionContext:
+        """The request as plain data, with the cluster lookups it needs done up front (from
+        caches: ResourceQuotas only for validation, which alone checks them)."""
         cluster = self.cluster
         namespace_labels = None
         quotas: tuple[QuotaStatus, ...] | LookupFailure | None = None
         scale_target: dict[str, Any] | LookupFailure | None = None
         if cluster is not None:
             namespace_labels = cluster.namespace_labels(request.namespace)
-            quotas = cluster.resource_quotas(request.namespace)
+            if quotas_needed:
+                quotas = cluster.resource_quotas(request.namespace)
             if request.sub_resource == "scale":
                 scale_target = cluster.workload(
                     group=request.resource_group,
