@@ -132,8 +132,11 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
     policy_set, admitter = pipeline.policy_set, pipeline.admitter
     request = parse_review(data)
     add("parse review (orjson)", lambda: parse_review(data))
-    ctx = admitter._build_context(request)
-    add("context and lookups", lambda: admitter._build_context(request))
+    quotas_needed = webhook == "validate"
+    ctx = admitter._build_context(request, quotas_needed=quotas_needed)
+    add(
+        "context and lookups", lambda: admitter._build_context(request, quotas_needed=quotas_needed)
+    )
     selected = select_policies(ctx, policy_set.policies)
     add("match policies", lambda: select_policies(ctx, policy_set.policies))
     obj = request.obj
