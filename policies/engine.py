@@ -6,9 +6,8 @@ verdict. Only the webhook turns a verdict into ``allowed``, ``status`` and ``war
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from policies.actions import resolve_action
 from policies.context import AdmissionContext
@@ -19,8 +18,7 @@ from policies.podspec import workload_labels
 from policies.quota import check_quota
 from policies.results import CheckResult
 from policies.validation_labels import check_validation_labels
-
-JsonObject = dict[str, Any]
+from policies.workload import Workload
 
 
 @dataclass(frozen=True)
@@ -42,24 +40,43 @@ def evaluate(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[CheckRes
     obj = ctx.obj
     if obj is None:
         return []
-    subject = ctx.scale_target if ctx.sub_resource == "scale" else obj
-    labels = workload_labels(subject) if isinstance(subject, dict) else {}
+    workload = Workload(obj, namespace=ctx.namespace)
+    labels: Mapping[str, str] | None = None  # the workload's, read for the first exemption
     results: list[CheckResult] = []
     for policy in policies:
-        for result in run_checks(ctx, obj, policy=policy):
+        checked = run_checks(ctx, workload, policy=policy)
+        if not policy.exemptions:
+            results += checked
+            continue
+        if labels is None:
+            labels = exemption_labels(ctx, workload)
+        for result in checked:
             hit = find_exemption(ctx, policy=policy, rule=result.rule, labels=labels)
             results.append(result if hit is None else exempt_result(result, hit))
     return results
 
 
-def run_checks(ctx: AdmissionContext, obj: JsonObject, *, policy: Policy) -> list[CheckResult]:
+def exemption_labels(ctx: AdmissionContext, workload: Workload) -> Mapping[str, str]:
+    """The labels exemptions select on: the workload's, or for a ``scale`` request the scaled
+    workload's (none when it could not be read)."""
+    if ctx.sub_resource != "scale":
+        return workload.labels
+    target = ctx.scale_target
+    return workload_labels(target) if isinstance(target, dict) else {}
+
+
+def run_checks(ctx: AdmissionContext, workload: Workload, *, policy: Policy) -> list[CheckResult]:
     """The results of each check the policy turns on, in a fixed order: quota, images, labels."""
     spec = policy.validate
     runs: list[tuple[str, Action, Callable[[], list[CheckResult]]]] = []
     if spec.quota is not None:
         quota = spec.quota
         runs.append(
-            ("quota", quota.action, lambda: check_quota(ctx, obj, policy=policy, settings=quota))
+            (
+                "quota",
+                quota.action,
+                lambda: check_quota(ctx, workload, policy=policy, settings=quota),
+            )
         )
     if spec.images is not None:
         images = spec.images
@@ -67,7 +84,7 @@ def run_checks(ctx: AdmissionContext, obj: JsonObject, *, policy: Policy) -> lis
             (
                 "images",
                 images.action,
-                lambda: check_images(ctx, obj, policy=policy, settings=images),
+                lambda: check_images(ctx, workload, policy=policy, settings=images),
             )
         )
     if spec.labels is not None:
@@ -76,7 +93,7 @@ def run_checks(ctx: AdmissionContext, obj: JsonObject, *, policy: Policy) -> lis
             (
                 "labels",
                 labels.action,
-                lambda: check_validation_labels(ctx, obj, policy=policy, settings=labels),
+                lambda: check_validation_labels(ctx, workload, policy=policy, settings=labels),
             )
         )
     results: list[CheckResult] = []

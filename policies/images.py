@@ -15,14 +15,8 @@ from typing import Any
 from policies.actions import resolve_action
 from policies.context import AdmissionContext
 from policies.model import Action, ImageSettings, Policy
-from policies.podspec import find_pod_templates
 from policies.results import CheckResult
-from policies.workload import (
-    ContainerRef,
-    describe_workload,
-    format_path,
-    iter_template_containers,
-)
+from policies.workload import ContainerRef, Workload, format_path
 
 JsonObject = dict[str, Any]
 
@@ -79,30 +73,26 @@ def parse_image(image: str) -> ImageRef:
 
 
 def check_images(
-    ctx: AdmissionContext, obj: JsonObject, *, policy: Policy, settings: ImageSettings
+    ctx: AdmissionContext, subject: Workload, *, policy: Policy, settings: ImageSettings
 ) -> list[CheckResult]:
-    """Every image rule of ``settings`` on every container of ``obj``."""
-    templates = find_pod_templates(obj)
-    if not templates:
+    """Every image rule of ``settings`` on every container of the request's object."""
+    workload = subject.description
+    if not subject.templates:
         return [
             CheckResult(
                 policy=policy.name,
                 rule=rule,
                 status="skip",
-                message=f"{describe_workload(obj, namespace=ctx.namespace)} carries no pod spec",
+                message=f"{workload} carries no pod spec",
                 action=resolve_action(policy, rule, settings.action),
             )
             for rule in RULES
         ]
-    workload = describe_workload(obj, namespace=ctx.namespace)
-    version = _version_label(templates[0].workload_labels)  # once, not per container
-    containers = [
-        (ref, ref.container.get("image"))
-        for template in templates
-        for ref in iter_template_containers(template)
-    ]
+    version = _version_label(subject.labels)  # once, not per container
     images = [
-        (ref, image, parse_image(image)) for ref, image in containers if isinstance(image, str)
+        (ref, image, parse_image(image))
+        for ref in subject.containers
+        if isinstance(image := ref.container.get("image"), str)
     ]
 
     results: list[CheckResult] = []

@@ -33,15 +33,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from policies.actions import resolve_action
 from policies.context import AdmissionContext, LookupFailure, QuotaStatus
 from policies.model import Action, Policy, QuotaSettings, ResourceBudget
-from policies.podspec import find_pod_templates
+from policies.podspec import PodTemplate, find_pod_templates
 from policies.quantity import QuantityError, format_quantity, parse_quantity
 from policies.results import CheckResult
-from policies.workload import describe_workload, find_controller, format_path
+from policies.workload import Workload, describe_workload, format_path
 
 JsonObject = dict[str, Any]
 Amounts = dict[str, Decimal]
@@ -59,6 +59,11 @@ class ResourceReadError(ValueError):
     def __init__(self, path: str, value: object) -> None:
         super().__init__(f"{path} is {value!r}, which is not a Kubernetes quantity")
         self.path = path
+        self.value = value
+
+    def inside(self, prefix: str) -> ResourceReadError:
+        """The same error, its path under ``prefix`` (``spec.containers[0]``)."""
+        return ResourceReadError(f"{prefix}.{self.path}", self.value)
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,9 @@ class Demand:
 
 
 def check_quota(
-    ctx: AdmissionContext, obj: JsonObject, *, policy: Policy, settings: QuotaSettings
+    ctx: AdmissionContext, workload: Workload, *, policy: Policy, settings: QuotaSettings
 ) -> list[CheckResult]:
-    """The budget and live ResourceQuota rules of ``settings`` on ``obj``."""
+    """The budget and live ResourceQuota rules of ``settings`` on the request's object."""
     budget = find_budget(settings.budgets, ctx.namespace)
     rules = ([BUDGET] if budget is not None else []) + (
         [RESOURCE_QUOTA] if settings.resource_quota else []
@@ -132,14 +137,14 @@ def check_quota(
 
     if not rules:
         return []
-    owner = find_controller(obj)
+    owner = workload.controller
     if owner is not None:
         return skip_all(
-            f"{describe_workload(obj, namespace=ctx.namespace)} is managed by {owner}; "
+            f"{workload.description} is managed by {owner}; "
             "its quota was checked when that was admitted"
         )
     try:
-        demand = find_demand(ctx, obj)
+        demand = find_demand(ctx, workload)
     except ResourceReadError as error:
         return [
             CheckResult(policy.name, r, "error", str(error), actions[r], error.path) for r in rules
@@ -157,7 +162,7 @@ def check_quota(
             for r in rules
         ]
     if demand is None:
-        return skip_all(f"{describe_workload(obj, namespace=ctx.namespace)} carries no pod spec")
+        return skip_all(f"{workload.description} carries no pod spec")
     results: list[CheckResult] = []
     if budget is not None:
         results += check_budget(
@@ -183,16 +188,16 @@ def find_budget(budgets: Iterable[ResourceBudget], namespace: str) -> ResourceBu
     return None
 
 
-def find_demand(ctx: AdmissionContext, obj: JsonObject) -> Demand | LookupFailure | None:
-    """What the request asks for; None when ``obj`` carries no pod spec."""
+def find_demand(ctx: AdmissionContext, workload: Workload) -> Demand | LookupFailure | None:
+    """What the request asks for; None when its object carries no pod spec."""
+    obj = workload.obj
     if ctx.sub_resource == "scale":
         return find_scale_demand(ctx, obj)
-    found = read_workload(obj, namespace=ctx.namespace)
-    if found is None:
+    if not workload.templates:
         return None
-    replicas, pod, path = found
+    replicas, pod, path = read_template(obj, workload.templates[0])
     demand = Demand(
-        workload=describe_workload(obj, namespace=ctx.namespace),
+        workload=workload.description,
         replicas=replicas,
         pod=pod,
         path=path,
@@ -240,9 +245,11 @@ def scale_replicas(scale: JsonObject) -> int:
 def read_workload(obj: JsonObject, *, namespace: str) -> tuple[int, PodResources, str] | None:
     """(pod count, one pod's resources, pod spec path) of a workload; None without a pod spec."""
     templates = find_pod_templates(obj)
-    if not templates:
-        return None
-    template = templates[0]
+    return read_template(obj, templates[0]) if templates else None
+
+
+def read_template(obj: JsonObject, template: PodTemplate) -> tuple[int, PodResources, str]:
+    """(pod count, one pod's resources, pod spec path) of a workload and its pod template."""
     path = format_path((*template.path, "spec"))
     return count_pods(obj), read_pod_resources(template.spec, path=path), path
 
@@ -264,18 +271,44 @@ def count_pods(obj: JsonObject) -> int:
 
 def read_pod_resources(spec: JsonObject, *, path: str) -> PodResources:
     """What one pod takes, as the scheduler counts it; raises ResourceReadError on bad values."""
+    # NOTE: one pass reads each container's values once, for both sums (requests, limits).
+    init = _read_containers(spec, "initContainers", path)
+    app = _read_containers(spec, "containers", path)
+    overhead = spec.get("overhead")
+    extra: Amounts = {}
+    if isinstance(overhead, dict):
+        try:
+            extra = _parse_amounts(overhead)
+        except ResourceReadError as error:
+            raise error.inside(f"{path}.overhead") from None
     return PodResources(
-        requests=_effective(spec, "requests", path=path),
-        limits=_effective(spec, "limits", path=path),
+        requests=_effective("requests", init, app, extra),
+        limits=_effective("limits", init, app, extra),
     )
 
 
-def _effective(spec: JsonObject, kind: Literal["requests", "limits"], *, path: str) -> Amounts:
+class _Counted(NamedTuple):
+    """What one container counts for, and whether it is a restartable init "sidecar"."""
+
+    requests: Amounts
+    limits: Amounts
+    sidecar: bool
+
+    def amounts(self, kind: Literal["requests", "limits"]) -> Amounts:
+        return self.requests if kind == "requests" else self.limits
+
+
+def _effective(
+    kind: Literal["requests", "limits"],
+    init: list[_Counted],
+    app: list[_Counted],
+    overhead: Amounts,
+) -> Amounts:
     sidecars: Amounts = {}
     init_peak: Amounts = {}
-    for container, container_path in _containers(spec, "initContainers", path):
-        amounts = _container_amounts(container, kind, path=container_path)
-        if container.get("restartPolicy") == "Always":
+    for container in init:
+        amounts = container.amounts(kind)
+        if container.sidecar:
             _add(sidecars, amounts)
             _raise_to(init_peak, sidecars)
         else:
@@ -283,39 +316,43 @@ def _effective(spec: JsonObject, kind: Literal["requests", "limits"], *, path: s
             _add(running, amounts)
             _raise_to(init_peak, running)
     total = dict(sidecars)
-    for container, container_path in _containers(spec, "containers", path):
-        _add(total, _container_amounts(container, kind, path=container_path))
+    for container in app:
+        _add(total, container.amounts(kind))
     _raise_to(total, init_peak)
-    overhead = spec.get("overhead")
-    if isinstance(overhead, dict):
-        _add(total, _parse_amounts(overhead, path=f"{path}.overhead"))
+    _add(total, overhead)
     return total
 
 
-def _containers(spec: JsonObject, list_name: str, path: str) -> list[tuple[JsonObject, str]]:
+def _read_containers(spec: JsonObject, list_name: str, path: str) -> list[_Counted]:
     containers = spec.get(list_name)
     if not isinstance(containers, list):
         return []
-    return [
-        (c, f"{path}.{list_name}[{i}]") for i, c in enumerate(containers) if isinstance(c, dict)
-    ]
+    read: list[_Counted] = []
+    for index, container in enumerate(containers):
+        if not isinstance(container, dict):
+            continue
+        try:
+            requests, limits = _container_amounts(container)
+        except ResourceReadError as error:
+            raise error.inside(f"{path}.{list_name}[{index}]") from None
+        read.append(_Counted(requests, limits, container.get("restartPolicy") == "Always"))
+    return read
 
 
-def _container_amounts(
-    container: JsonObject, kind: Literal["requests", "limits"], *, path: str
-) -> Amounts:
+def _container_amounts(container: JsonObject) -> tuple[Amounts, Amounts]:
+    """The (requests, limits) one container counts for; errors name ``resources.*`` paths."""
     resources = container.get("resources")
-    resources = resources if isinstance(resources, dict) else {}
-    raw_requests = resources.get("requests")
-    raw_limits = resources.get("limits")
-    requests = _parse_amounts(raw_requests, path=f"{path}.resources.requests")
-    limits = _parse_amounts(raw_limits, path=f"{path}.resources.limits")
-    if kind == "requests":
-        return {**limits, **requests}  # a limit without a request requests the limit
-    return {**requests, **limits}  # a request without a limit: at least the request
+    if not isinstance(resources, dict) or not resources:
+        return {}, {}
+    requests = _parse_amounts(resources.get("requests"), field="resources.requests")
+    limits = _parse_amounts(resources.get("limits"), field="resources.limits")
+    # A limit without a request requests the limit; a request without a limit counts as the
+    # limit too (at least the request).
+    return {**limits, **requests}, {**requests, **limits}
 
 
-def _parse_amounts(raw: object, *, path: str) -> Amounts:
+def _parse_amounts(raw: object, *, field: str = "") -> Amounts:
+    """Quantities by resource name; ResourceReadError's path is ``field.name``."""
     if not isinstance(raw, dict):
         return {}
     amounts: Amounts = {}
@@ -323,7 +360,7 @@ def _parse_amounts(raw: object, *, path: str) -> Amounts:
         try:
             amounts[str(name)] = parse_quantity(value)
         except QuantityError:
-            raise ResourceReadError(f"{path}.{name}", value) from None
+            raise ResourceReadError(f"{field}.{name}" if field else str(name), value) from None
     return amounts
 
 

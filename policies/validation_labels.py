@@ -18,9 +18,9 @@ from typing import Any
 from policies.actions import resolve_action
 from policies.context import AdmissionContext
 from policies.model import Action, Policy, ValidationLabelSettings
-from policies.podspec import template_path, workload_annotations, workload_labels
+from policies.podspec import template_path
 from policies.results import CheckResult
-from policies.workload import describe_workload, find_controller
+from policies.workload import Workload
 
 JsonObject = dict[str, Any]
 
@@ -30,11 +30,11 @@ WHERE_ANNOTATIONS = "metadata.annotations (of the workload or of its pod templat
 
 
 def check_validation_labels(
-    ctx: AdmissionContext, obj: JsonObject, *, policy: Policy, settings: ValidationLabelSettings
+    ctx: AdmissionContext, subject: Workload, *, policy: Policy, settings: ValidationLabelSettings
 ) -> list[CheckResult]:
-    """Every rule of ``settings`` on the labels and annotations of ``obj``."""
-    workload = describe_workload(obj, namespace=ctx.namespace)
-    kind = obj.get("kind")
+    """Every rule of ``settings`` on the labels and annotations of the request's object."""
+    workload = subject.description
+    kind = subject.obj.get("kind")
     if not isinstance(kind, str) or template_path(kind) is None:
         return [
             CheckResult(
@@ -46,7 +46,7 @@ def check_validation_labels(
             )
             for rule in RULES
         ]
-    owner = find_controller(obj)
+    owner = subject.controller
     if owner is not None:
         # NOTE: the gate is a property of the workload its author applied. The pods and
         # ReplicaSets a controller makes carry only the template's annotations, so checking
@@ -62,8 +62,8 @@ def check_validation_labels(
             )
             for rule in RULES
         ]
-    labels = workload_labels(obj)
-    annotations = workload_annotations(obj)
+    labels = subject.labels
+    annotations = subject.annotations
     results = _check_required(labels, policy=policy, settings=settings, workload=workload)
     if settings.min_accuracy is not None:
         results.append(

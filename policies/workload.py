@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
-from policies.podspec import CONTAINER_LISTS, PodTemplate, find_pod_templates
+from policies.podspec import (
+    CONTAINER_LISTS,
+    PodTemplate,
+    find_pod_templates,
+    workload_annotations,
+    workload_labels,
+)
 
 JsonObject = dict[str, Any]
 PathPart = str | int
@@ -30,6 +37,50 @@ class ContainerRef:
         """``container model-server`` / ``init container fetch-weights``."""
         kind = {"initContainers": "init container", "ephemeralContainers": "ephemeral container"}
         return f"{kind.get(self.list_name, 'container')} {self.name}"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The object under review, with the facts the checks read about it.
+
+    NOTE: every check of every selected policy looks at the same object; each fact is worked
+    out on first use and kept, rather than once per check (the engine makes one per request).
+    Nothing here changes the object.
+    """
+
+    obj: JsonObject
+    namespace: str  # the request's, for objects that do not say theirs
+
+    @cached_property
+    def templates(self) -> list[PodTemplate]:
+        return find_pod_templates(self.obj)
+
+    @cached_property
+    def description(self) -> str:
+        """``deployment ml-prod/recommender`` (see ``describe_workload``)."""
+        return describe_workload(self.obj, namespace=self.namespace)
+
+    @cached_property
+    def controller(self) -> str | None:
+        """``Deployment recommender`` when a controller owns the object (``find_controller``)."""
+        return find_controller(self.obj)
+
+    @cached_property
+    def labels(self) -> dict[str, str]:
+        """The object's labels, falling back on its pod template's (``workload_labels``)."""
+        return self.templates[0].workload_labels if self.templates else workload_labels(self.obj)
+
+    @cached_property
+    def annotations(self) -> dict[str, str]:
+        """The object's annotations, falling back on its pod template's."""
+        if self.templates:
+            return self.templates[0].workload_annotations
+        return workload_annotations(self.obj)
+
+    @cached_property
+    def containers(self) -> list[ContainerRef]:
+        """Every container of every pod spec, as ``iter_container_refs`` gives them."""
+        return [ref for t in self.templates for ref in iter_template_containers(t)]
 
 
 def iter_container_refs(obj: JsonObject) -> Iterator[ContainerRef]:
