@@ -40,7 +40,7 @@ def evaluate(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[CheckRes
     obj = ctx.obj
     if obj is None:
         return []
-    workload = Workload(obj, namespace=ctx.namespace)
+    workload = Workload.of(obj, namespace=ctx.namespace)
     labels: Mapping[str, str] | None = None  # the workload's, read for the first exemption
     results: list[CheckResult] = []
     for policy in policies:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from policies.podspec import (
@@ -43,44 +42,38 @@ class ContainerRef:
 class Workload:
     """The object under review, with the facts the checks read about it.
 
-    NOTE: every check of every selected policy looks at the same object; each fact is worked
-    out on first use and kept, rather than once per check (the engine makes one per request).
-    Nothing here changes the object.
+    NOTE: every check of every selected policy looks at the same object; the engine reads these
+    facts once per request (``Workload.of``) rather than each check reading them again. Worked
+    out up front, not on first use: every default check needs them, and Python 3.11's
+    ``cached_property`` costs more per request (it takes a lock) than what it would save.
     """
 
     obj: JsonObject
-    namespace: str  # the request's, for objects that do not say theirs
+    templates: list[PodTemplate]
+    description: str  # ``deployment ml-prod/recommender``, see ``describe_workload``
+    controller: str | None  # ``Deployment recommender`` when one owns the object
+    labels: dict[str, str]  # the object's, falling back on its pod template's
+    annotations: dict[str, str]  # likewise
+    containers: list[ContainerRef]  # every container of every pod spec
 
-    @cached_property
-    def templates(self) -> list[PodTemplate]:
-        return find_pod_templates(self.obj)
-
-    @cached_property
-    def description(self) -> str:
-        """``deployment ml-prod/recommender`` (see ``describe_workload``)."""
-        return describe_workload(self.obj, namespace=self.namespace)
-
-    @cached_property
-    def controller(self) -> str | None:
-        """``Deployment recommender`` when a controller owns the object (``find_controller``)."""
-        return find_controller(self.obj)
-
-    @cached_property
-    def labels(self) -> dict[str, str]:
-        """The object's labels, falling back on its pod template's (``workload_labels``)."""
-        return self.templates[0].workload_labels if self.templates else workload_labels(self.obj)
-
-    @cached_property
-    def annotations(self) -> dict[str, str]:
-        """The object's annotations, falling back on its pod template's."""
-        if self.templates:
-            return self.templates[0].workload_annotations
-        return workload_annotations(self.obj)
-
-    @cached_property
-    def containers(self) -> list[ContainerRef]:
-        """Every container of every pod spec, as ``iter_container_refs`` gives them."""
-        return [ref for t in self.templates for ref in iter_template_containers(t)]
+    @classmethod
+    def of(cls, obj: JsonObject, *, namespace: str) -> Workload:
+        """The facts of ``obj``; ``namespace`` is the request's, for objects that omit theirs."""
+        templates = find_pod_templates(obj)
+        if templates:
+            labels = templates[0].workload_labels
+            annotations = templates[0].workload_annotations
+        else:
+            labels, annotations = workload_labels(obj), workload_annotations(obj)
+        return cls(
+            obj=obj,
+            templates=templates,
+            description=describe_workload(obj, namespace=namespace),
+            controller=find_controller(obj),
+            labels=labels,
+            annotations=annotations,
+            containers=[ref for t in templates for ref in iter_template_containers(t)],
+        )
 
 
 def iter_container_refs(obj: JsonObject) -> Iterator[ContainerRef]:
