@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from policies.context import AdmissionContext
+from policies.globs import compile_fnmatch
 from policies.model import Exemption, Policy
 from policies.selector import describe_selector, matches_selector
 
@@ -73,9 +73,7 @@ def applies_exemption(
         return False
     if exemption.rules and rule not in exemption.rules:
         return False
-    if exemption.namespaces and not any(
-        fnmatchcase(ctx.namespace, pattern) for pattern in exemption.namespaces
-    ):
+    if exemption.namespaces and not compile_fnmatch(exemption.namespaces).matches(ctx.namespace):
         return False
     if exemption.selector is not None and not matches_selector(exemption.selector, labels):
         return False

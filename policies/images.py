@@ -8,12 +8,13 @@ container, or one ``pass`` per rule when none offends.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Any
 
 from policies.actions import resolve_action
 from policies.context import AdmissionContext
+from policies.globs import compile_fnmatch
 from policies.model import Action, ImageSettings, Policy
 from policies.results import CheckResult
 from policies.workload import ContainerRef, Workload, format_path
@@ -52,8 +53,12 @@ class ImageRef:
         return self.repository.removeprefix("library/")
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_image(image: str) -> ImageRef:
-    """Split an image reference the way the container runtime does (docker/distribution)."""
+    """Split an image reference the way the container runtime does (docker/distribution).
+
+    Remembered: a cluster runs the same few images, and every request parses each of its own.
+    """
     rest, _, digest = image.partition("@")
     first, slash, remainder = rest.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
@@ -128,7 +133,7 @@ def check_images(
             action=resolve_action(policy, "images.no-latest", settings.action),
             ok=f"every image of {workload} is pinned to a tag other than latest or a digest",
         )
-    if any(fnmatchcase(ctx.namespace, ns) for ns in settings.require_digest_namespaces):
+    if compile_fnmatch(settings.require_digest_namespaces).matches(ctx.namespace):
         failures = [
             (
                 _image_path(ref),
@@ -174,20 +179,21 @@ def _rule_results(
 
 def is_allowed_repository(image: ImageRef, patterns: tuple[str, ...]) -> bool:
     """Whether the image's normalised or familiar name matches one of the globs."""
-    return any(
-        fnmatchcase(image.name, pattern) or fnmatchcase(image.familiar_name, pattern)
-        for pattern in patterns
-    )
+    globs = compile_fnmatch(patterns)
+    return globs.matches(image.name) or globs.matches(image.familiar_name)
 
 
 def _latest_problem(image: str, parsed: ImageRef, version: str | None) -> str | None:
-    example = f":{version}" if version else ":v1.2.3"
-    fix = f"pin a version tag such as {parsed.familiar_name}{example} or a digest (@sha256:...)"
     if parsed.tag == "latest":
-        return f"uses {image}; the tag latest moves under running pods, so {fix}"
+        return f"uses {image}; the tag latest moves under running pods, so {_pin(parsed, version)}"
     if parsed.tag is None and parsed.digest is None:
-        return f"uses {image} with no tag, which means :latest; {fix}"
+        return f"uses {image} with no tag, which means :latest; {_pin(parsed, version)}"
     return None
+
+
+def _pin(parsed: ImageRef, version: str | None) -> str:
+    example = f":{version}" if version else ":v1.2.3"
+    return f"pin a version tag such as {parsed.familiar_name}{example} or a digest (@sha256:...)"
 
 
 def _check_tag_matches_version(

@@ -6,13 +6,10 @@ that fails ends the search for that policy.
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from fnmatch import translate
 
 from policies.context import AdmissionContext
+from policies.globs import compile_globs
 from policies.model import Match, Policy
 from policies.podspec import POD_BEARING_KINDS, JsonObject
 from policies.selector import matches_selector
@@ -31,29 +28,6 @@ RESOURCE_KINDS = {
 }
 
 Predicate = Callable[[Match, AdmissionContext, Mapping[str, str]], bool]
-
-
-@dataclass(frozen=True)
-class GlobSet:
-    """Names and ``fnmatch`` globs as one set: the names, and one regular expression."""
-
-    names: frozenset[str]
-    pattern: re.Pattern[str] | None
-
-    def matches(self, value: str) -> bool:
-        return value in self.names or (self.pattern is not None and bool(self.pattern.match(value)))
-
-
-@functools.lru_cache(maxsize=4096)
-def compile_globs(patterns: tuple[str, ...]) -> GlobSet:
-    """The ``GlobSet`` of ``patterns``, built once per distinct tuple of the policy model.
-
-    NOTE: every request tries the namespace globs of every loaded policy; ``fnmatchcase`` one
-    pattern at a time was most of the matching cost with 100 policies (bench/).
-    """
-    globs = [p for p in patterns if any(c in p for c in "*?[")]
-    pattern = re.compile("|".join(f"(?:{translate(p)})" for p in globs)) if globs else None
-    return GlobSet(names=frozenset(patterns), pattern=pattern)
 
 
 def matches_glob(value: str, patterns: Sequence[str]) -> bool:

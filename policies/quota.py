@@ -29,14 +29,15 @@ its owner was checked when it was admitted, and the API server's own quota admis
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from fnmatch import fnmatchcase
 from typing import Any, Literal, NamedTuple
 
 from policies.actions import resolve_action
 from policies.context import AdmissionContext, LookupFailure, QuotaStatus
+from policies.globs import compile_fnmatch
 from policies.model import Action, Policy, QuotaSettings, ResourceBudget
 from policies.podspec import PodTemplate, find_pod_templates
 from policies.quantity import QuantityError, format_quantity, parse_quantity
@@ -183,7 +184,7 @@ def check_quota(
 def find_budget(budgets: Iterable[ResourceBudget], namespace: str) -> ResourceBudget | None:
     """The first budget whose namespace globs match ``namespace``."""
     for budget in budgets:
-        if any(fnmatchcase(namespace, pattern) for pattern in budget.namespaces):
+        if compile_fnmatch(budget.namespaces).matches(namespace):
             return budget
     return None
 
@@ -394,14 +395,8 @@ def check_budget(
     demand: Demand, budget: ResourceBudget, *, policy: Policy, action: Action, namespace: str
 ) -> list[CheckResult]:
     """``quota.budget``: the workload's totals (not only an UPDATE's increase) against caps."""
-    caps: list[tuple[Kind, str, Decimal]] = [
-        ("requests", name, parse_quantity(value)) for name, value in budget.requests
-    ]
-    caps += [("limits", name, parse_quantity(value)) for name, value in budget.limits]
-    if budget.pods is not None:
-        caps.append(("pods", "pods", Decimal(budget.pods)))
     results: list[CheckResult] = []
-    for kind, resource, cap in caps:
+    for kind, resource, cap in budget_caps(budget.requests, budget.limits, budget.pods):
         total = demand.replicas if kind == "pods" else demand.total(kind, resource)
         if total > cap:
             message = (
@@ -416,6 +411,20 @@ def check_budget(
         message = f"{demand.workload} fits the per-workload budget of policy {policy.name}"
         results.append(CheckResult(policy.name, BUDGET, "pass", message, action))
     return results
+
+
+@functools.lru_cache(maxsize=1024)
+def budget_caps(
+    requests: tuple[tuple[str, str], ...], limits: tuple[tuple[str, str], ...], pods: int | None
+) -> tuple[tuple[Kind, str, Decimal], ...]:
+    """A budget's caps as (kind, resource, amount), parsed once per budget of the policy set."""
+    caps: list[tuple[Kind, str, Decimal]] = [
+        ("requests", name, parse_quantity(value)) for name, value in requests
+    ]
+    caps += [("limits", name, parse_quantity(value)) for name, value in limits]
+    if pods is not None:
+        caps.append(("pods", "pods", Decimal(pods)))
+    return tuple(caps)
 
 
 def check_resource_quotas(
