@@ -13,6 +13,7 @@ fields for each line, which nothing touches afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -88,15 +89,60 @@ class BackgroundHandler(logging.Handler):
                 # NOTE: let records gather before writing them: a put that wakes this thread
                 # costs the request thread a GIL hand-over, one that finds it asleep does not.
                 time.sleep(LINGER)
+            batch: list[logging.LogRecord] = []
             while True:
-                if item is None:
-                    return
-                if isinstance(item, threading.Event):
+                if isinstance(item, logging.LogRecord):
+                    batch.append(item)
+                else:
+                    self._write_batch(batch)
+                    batch = []
+                    if item is None:
+                        return
                     self.target.flush()
                     item.set()
-                else:
-                    self.target.handle(item)
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            self._write_batch(batch)
+
+    def _write_batch(self, records: list[logging.LogRecord]) -> None:
+        """Write ``records`` through the target; a stream gets them in one write and one flush.
+
+        NOTE: ``StreamHandler.emit`` writes and flushes every record on its own: a system call
+        per decision line, which was most of the writer's cost on a loaded worker (bench/).
+        A subclass with an emit of its own (``FileHandler`` opens its file there) still goes
+        record by record, as does any other handler.
+        """
+        target = self.target
+        if (
+            isinstance(target, logging.StreamHandler)
+            and type(target).emit is logging.StreamHandler.emit
+            and target.stream is not None
+        ):
+            _write_to_stream(target, records)
+            return
+        for record in records:
+            target.handle(record)
+
+
+def _write_to_stream(
+    target: logging.StreamHandler,  # type: ignore[type-arg]
+    records: list[logging.LogRecord],
+) -> None:
+    lines = []
+    for record in records:
+        if not target.filter(record):
+            continue
+        try:
+            lines.append(target.format(record) + target.terminator)
+        except Exception:
+            target.handleError(record)
+    if not lines:
+        return
+    with target.lock or contextlib.nullcontext():
+        try:
+            target.stream.write("".join(lines))
+            target.stream.flush()
+        except Exception:
+            target.handleError(records[-1])

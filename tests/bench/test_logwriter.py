@@ -12,8 +12,23 @@ import pytest
 from webhook.logwriter import BackgroundHandler
 
 
-def file_logger(path: Path, name: str) -> tuple[logging.Logger, BackgroundHandler]:
-    target = logging.FileHandler(path)
+class ClosingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A plain stream handler over a file it opened, and closes with itself."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path.open("a", encoding="utf-8"))
+
+    def close(self) -> None:
+        super().close()
+        self.stream.close()
+
+
+def file_logger(
+    path: Path, name: str, *, stream: bool = True
+) -> tuple[logging.Logger, BackgroundHandler]:
+    """A logger writing through ``BackgroundHandler`` to ``path``: by a ``StreamHandler`` over
+    the open file (written in batches, as the server's stdout) or by a ``FileHandler``."""
+    target = ClosingStreamHandler(path) if stream else logging.FileHandler(path)
     target.setFormatter(logging.Formatter("%(message)s"))
     handler = BackgroundHandler(target)
     logger = logging.getLogger(name)
@@ -23,6 +38,7 @@ def file_logger(path: Path, name: str) -> tuple[logging.Logger, BackgroundHandle
     return logger, handler
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["stream-batched", "file-handler"])
 @pytest.mark.parametrize(
     ("threads", "lines_each"),
     [
@@ -31,10 +47,10 @@ def file_logger(path: Path, name: str) -> tuple[logging.Logger, BackgroundHandle
     ],
 )
 def test_every_record_is_written_once_and_whole(
-    tmp_path: Path, threads: int, lines_each: int
+    tmp_path: Path, threads: int, lines_each: int, stream: bool
 ) -> None:
     path = tmp_path / "log.txt"
-    logger, handler = file_logger(path, f"test.logwriter.{threads}")
+    logger, handler = file_logger(path, f"test.logwriter.{threads}.{stream}", stream=stream)
     payload = "x" * 3000  # longer than one atomic pipe write
 
     def log_lines(n: int) -> None:
@@ -82,3 +98,16 @@ def test_a_forked_process_writes_with_a_thread_of_its_own(tmp_path: Path) -> Non
     lines = path.read_text().splitlines()
     assert lines == ["from the parent", "from the child"]
     handler.close()
+
+
+def test_a_record_that_cannot_be_formatted_costs_only_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "log.txt"
+    logger, handler = file_logger(path, "test.logwriter.bad")
+    logger.info("before")
+    logger.info("%d", "not a number")  # logging reports it on stderr and goes on
+    logger.info("after")
+    handler.close()
+    assert path.read_text().splitlines() == ["before", "after"]
+    assert "not a number" in capsys.readouterr().err
