@@ -14,6 +14,7 @@ One ``AuditDatabase`` holds one connection and is used by one thread at a time.
 from __future__ import annotations
 
 import abc
+import base64
 import contextlib
 import datetime as dt
 import hashlib
@@ -172,8 +173,16 @@ def from_micros(micros: int) -> dt.datetime:
 
 
 def fingerprint_record(record: AuditRecord) -> str:
+    """128 bits of SHA-256 over what makes a record unique, as 22 characters of base64url.
+
+    NOTE: short on purpose: fingerprints are random, so each new record lands on a page of
+    their unique index of its own, and with the full 64 hex digits that index was the largest
+    part of an insert (a batch of 70 records: ~29 -> ~24 us per record, index and all). Rows
+    written before keep their 64-digit fingerprints; only a request retried across an upgrade
+    could be recorded twice.
+    """
     key = "\x1f".join((record.uid, record.policy, record.rule, record.action, record.message))
-    return hashlib.sha256(key.encode()).hexdigest()
+    return base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()[:16]).decode()[:22]
 
 
 def encode_record(record: AuditRecord) -> tuple[Any, ...]:
