@@ -21,9 +21,11 @@ import threading
 import time
 
 FLUSH_TIMEOUT = 5.0
-# How long the writer lets records gather after the first; lines appear at most this late.
-# Long enough that most records find the writer asleep, short enough that a batch is small.
+# How long the writer lets records gather; lines appear at most this late. Long enough that
+# most records find the writer asleep, short enough that a batch is small.
 LINGER = 0.01
+# After this long without a record the writer stops polling and blocks until the next one.
+IDLE_AFTER = 1.0
 
 
 class BackgroundHandler(logging.Handler):
@@ -83,28 +85,46 @@ class BackgroundHandler(logging.Handler):
             self._pid = os.getpid()
 
     def _write_records(self) -> None:
+        quiet = 0.0
         while True:
-            item = self._queue.get()
-            if isinstance(item, logging.LogRecord):
-                # NOTE: let records gather before writing them: a put that wakes this thread
-                # costs the request thread a GIL hand-over, one that finds it asleep does not.
+            if quiet < IDLE_AFTER:
+                # NOTE: while records keep coming, poll: a put that wakes a thread blocked on
+                # the queue makes a system call with the GIL held, and the woken writer often
+                # takes the request thread's core (bench/: 5% of a loaded worker's GIL time
+                # was in put()); a put that finds the writer asleep here costs nothing.
                 time.sleep(LINGER)
-            batch: list[logging.LogRecord] = []
-            while True:
-                if isinstance(item, logging.LogRecord):
-                    batch.append(item)
-                else:
-                    self._write_batch(batch)
-                    batch = []
-                    if item is None:
-                        return
-                    self.target.flush()
-                    item.set()
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
-            self._write_batch(batch)
+                    quiet += LINGER
+                    continue
+            else:
+                item = self._queue.get()  # idle: the next record wakes the writer
+                if isinstance(item, logging.LogRecord):
+                    time.sleep(LINGER)  # let the records that follow it gather
+            quiet = 0.0
+            if not self._write_queued(item):
+                return
+
+    def _write_queued(self, item: logging.LogRecord | threading.Event | None) -> bool:
+        """Write ``item`` and whatever else is queued; False once told to stop."""
+        batch: list[logging.LogRecord] = []
+        while True:
+            if isinstance(item, logging.LogRecord):
+                batch.append(item)
+            else:
+                self._write_batch(batch)
+                batch = []
+                if item is None:
+                    return False
+                self.target.flush()
+                item.set()
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._write_batch(batch)
+        return True
 
     def _write_batch(self, records: list[logging.LogRecord]) -> None:
         """Write ``records`` through the target; a stream gets them in one write and one flush.
