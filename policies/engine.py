@@ -123,11 +123,11 @@ def exempt_result(result: CheckResult, hit: ExemptionHit) -> CheckResult:
 
 def summarize(results: Sequence[CheckResult]) -> Verdict:
     """Sort the failing results by action; any ``deny`` among them rejects the request."""
-    failing = [r for r in results if r.failed]
-    denials = [r for r in failing if r.action == "deny"]
+    failing: dict[str, list[CheckResult]] = {"deny": [], "warn": [], "audit": []}
+    for result in results:
+        if result.failed and result.action in failing:
+            failing[result.action].append(result)
+    denials = failing["deny"]
     return Verdict(
-        allowed=not denials,
-        denials=denials,
-        warnings=[r for r in failing if r.action == "warn"],
-        audits=[r for r in failing if r.action == "audit"],
+        allowed=not denials, denials=denials, warnings=failing["warn"], audits=failing["audit"]
     )

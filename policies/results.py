@@ -10,7 +10,7 @@ from policies.model import Action
 Status = Literal["pass", "fail", "skip", "error"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class CheckResult:
     """The outcome of one rule of one policy on one object.
 
@@ -25,6 +25,26 @@ class CheckResult:
     message: str
     action: Action = "deny"
     path: str = ""
+
+    # NOTE: the __init__ a frozen dataclass generates sets each field through
+    # object.__setattr__, about three times what filling __dict__ costs; a request makes a
+    # result for every rule of every policy (bench/). Still frozen: __setattr__ refuses.
+    def __init__(  # noqa: PLR0917 (the signature the dataclass would generate)
+        self,
+        policy: str,
+        rule: str,
+        status: Status,
+        message: str,
+        action: Action = "deny",
+        path: str = "",
+    ) -> None:
+        fields = self.__dict__
+        fields["policy"] = policy
+        fields["rule"] = rule
+        fields["status"] = status
+        fields["message"] = message
+        fields["action"] = action
+        fields["path"] = path
 
     @property
     def failed(self) -> bool:

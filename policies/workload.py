@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from policies.podspec import (
     CONTAINER_LISTS,
@@ -18,19 +17,22 @@ JsonObject = dict[str, Any]
 PathPart = str | int
 
 
-@dataclass(frozen=True)
-class ContainerRef:
-    """One container of a pod spec, with where it sits in the object."""
+class ContainerRef(NamedTuple):
+    """One container of a pod spec, with where it sits in the object.
+
+    A NamedTuple rather than a frozen dataclass: a request makes one for every container, and a
+    NamedTuple is built for a fraction of the cost.
+    """
 
     list_name: str  # "initContainers", "containers" or "ephemeralContainers"
-    index: int
+    position: int  # its index in that list
     container: JsonObject
     path: tuple[PathPart, ...]  # e.g. ("spec", "template", "spec", "containers", 0)
 
     @property
     def name(self) -> str:
         name = self.container.get("name")
-        return name if isinstance(name, str) else f"#{self.index}"
+        return name if isinstance(name, str) else f"#{self.position}"
 
     def describe(self) -> str:
         """``container model-server`` / ``init container fetch-weights``."""
@@ -38,14 +40,14 @@ class ContainerRef:
         return f"{kind.get(self.list_name, 'container')} {self.name}"
 
 
-@dataclass(frozen=True)
-class Workload:
+class Workload(NamedTuple):
     """The object under review, with the facts the checks read about it.
 
     NOTE: every check of every selected policy looks at the same object; the engine reads these
     facts once per request (``Workload.of``) rather than each check reading them again. Worked
     out up front, not on first use: every default check needs them, and Python 3.11's
-    ``cached_property`` costs more per request (it takes a lock) than what it would save.
+    ``cached_property`` costs more per request (it takes a lock) than what it would save. A
+    NamedTuple, as ``ContainerRef``.
     """
 
     obj: JsonObject
