@@ -216,6 +216,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
         def worker_exit(_server: Any, _worker: Any) -> None:
             if self._close is not None:
                 self._close()
+            metrics.flush()  # this worker's last counts, before its values stop changing
 
         config: dict[str, Any] = {
             "bind": [opts.bind],

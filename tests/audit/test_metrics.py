@@ -119,6 +119,7 @@ MULTIPROCESS_SCRIPT = textwrap.dedent(
             metrics.count_mutations(["resource-defaults"])
             metrics.count_policy_load_error()
             metrics.set_cert_expiry(2000.0 + number)
+            metrics.flush()  # as the server's worker_exit hook does
             os._exit(0)
         children.append(pid)
     for pid in children:
@@ -176,3 +177,34 @@ def test_multiprocess_mode_must_come_before_any_metric_is_used(tmp_path: Path) -
         env={**env, "PYTHONPATH": str(ROOT)},
     )
     assert result.stdout.startswith("refused:")
+
+
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    from webhook import metrics
+
+    metrics.enable_multiprocess(sys.argv[1])
+    metrics.count_mutations(["gpu-scheduling"])  # gathered in the parent, not yet added
+    pid = os.fork()
+    if pid == 0:
+        metrics.count_mutations(["gpu-scheduling"])
+        metrics.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    sys.stdout.write(metrics.render_metrics()[1].decode())
+    """
+)
+
+
+def test_a_forked_worker_does_not_add_its_parents_pending_counts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "metrics")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )
+    assert read_sample(result.stdout, "mlgate_mutations_total", mutator="gpu-scheduling") == 2

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -117,6 +118,19 @@ def scrape_metrics(server: RunningServer) -> str:
     return text
 
 
+def scrape_settled_metrics(server: RunningServer, *, expected_denials: int) -> str:
+    """``/metrics`` once every worker has added its counts (within metrics.FLUSH_INTERVAL)."""
+    deadline = time.monotonic() + 5
+    while True:
+        text = scrape_metrics(server)
+        denials = read_sample(
+            text, "mlgate_admission_requests_total", webhook="validate", decision="deny"
+        )
+        if denials >= expected_denials or time.monotonic() > deadline:
+            return text
+        time.sleep(0.2)
+
+
 def read_sample(text: str, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` whose labels include ``labels``."""
     total = 0.0
@@ -189,7 +203,7 @@ def test_every_denial_under_load_is_stored_exactly_once_with_sqlite(
         extra_args=("--audit-db", target),
     ) as server:
         uids = send_denied([server], REQUESTS)
-        metrics_text = scrape_metrics(server)
+        metrics_text = scrape_settled_metrics(server, expected_denials=REQUESTS)
         # The report works on the live database while the server writes to it.
         assert run_report(target)["total"] <= REQUESTS
         assert server.stop() == 0

@@ -27,6 +27,7 @@ from tests.harness import (
     webhook_of,
 )
 from tests.k8s_schema import validate_k8s
+from webhook import metrics
 
 HEADERS = {
     "Content-Type": "application/json",
@@ -142,13 +143,23 @@ def test_metrics_sum_every_worker(server: RunningServer) -> None:
         "127.0.0.1", server.port, ca_certs=str(server.ca), cert_reqs="CERT_REQUIRED", maxsize=8
     )
     body = review_files()[1].read_bytes()
-    before = _validate_count(pool)
+    before = _settled_validate_count(pool)
     # New connections spread over both workers (reuse_port).
     for _ in range(20):
         pool.request("POST", "/validate", body=body, headers={**HEADERS, "Connection": "close"})
-    after = _validate_count(pool)
-    assert after - before == 20
+    assert _settled_validate_count(pool) - before == 20
     pool.close()
+
+
+def _settled_validate_count(pool: urllib3.HTTPSConnectionPool) -> float:
+    """The count once every worker has added its own (each does within FLUSH_INTERVAL)."""
+    count = _validate_count(pool)
+    for _ in range(10):
+        time.sleep(metrics.FLUSH_INTERVAL + 0.2)
+        count, previous = _validate_count(pool), count
+        if count == previous:
+            break
+    return count
 
 
 def _validate_count(pool: urllib3.HTTPSConnectionPool) -> float:
