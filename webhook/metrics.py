@@ -174,10 +174,11 @@ class CounterBuffer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, tuple[str, ...]], float] = {}
-        self._pid = 0
+        self._started = False
+        os.register_at_fork(after_in_child=self._forget)
 
     def add(self, metric: str, labels: tuple[str, ...]) -> None:
-        if self._pid != os.getpid():
+        if not self._started:
             self._start()
         key = (metric, labels)
         with self._lock:
@@ -192,15 +193,19 @@ class CounterBuffer:
 
     def _start(self) -> None:
         with self._lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return
-            # A forked worker inherits its parent's pending counts: they are the parent's.
-            self._counts = {}
-            self._pid = os.getpid()
+            self._started = True
         threading.Thread(
             target=self._flush_every_interval, name="mlgate-metrics", daemon=True
         ).start()
         atexit.register(self.flush)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's pending counts are the parent's, its thread is gone."""
+        self._lock = threading.Lock()
+        self._counts = {}
+        self._started = False
 
     def _flush_every_interval(self) -> None:
         while True:
