@@ -59,6 +59,8 @@ def parse_quantity(value: str | int | float) -> Decimal:
     Raises QuantityError for anything Kubernetes would reject (``"1.5.0"``, ``"2 Gi"``, ``""``,
     booleans, NaN).
     """
+    if isinstance(value, str):  # first: what resources hold, and what the policies give
+        return _parse_text(value)
     # NOTE: bool is an int subclass; `true` in YAML is not a quantity.
     if isinstance(value, bool):
         raise QuantityError(f"not a quantity: {value!r}")
@@ -69,9 +71,7 @@ def parse_quantity(value: str | int | float) -> Decimal:
         if not amount.is_finite():
             raise QuantityError(f"not a quantity: {value!r}")
         return amount
-    if not isinstance(value, str):
-        raise QuantityError(f"not a quantity: {value!r}")
-    return _parse_text(value)
+    raise QuantityError(f"not a quantity: {value!r}")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
@@ -50,6 +49,7 @@ Kind = Literal["requests", "limits", "pods"]
 
 REPLICA_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "Rollout"})
 BINARY_RESOURCES = ("memory", "ephemeral-storage", "storage", "hugepages-")
+ZERO = Decimal(0)
 BUDGET = "quota.budget"
 RESOURCE_QUOTA = "quota.resource-quota"
 
@@ -67,21 +67,21 @@ class ResourceReadError(ValueError):
         return ResourceReadError(f"{prefix}.{self.path}", self.value)
 
 
-@dataclass(frozen=True)
-class PodResources:
+# NOTE: PodResources and Demand are NamedTuples, not frozen dataclasses: every request makes
+# them, and a frozen dataclass costs several times as much to build on Python 3.11.
+class PodResources(NamedTuple):
     """What one pod of a workload takes, per resource name."""
 
-    requests: Amounts = field(default_factory=dict)
-    limits: Amounts = field(default_factory=dict)
+    requests: Amounts
+    limits: Amounts
 
     def amount(self, kind: Kind, resource: str) -> Decimal:
         if kind == "pods":
             return Decimal(1)
-        return (self.requests if kind == "requests" else self.limits).get(resource, Decimal(0))
+        return (self.requests if kind == "requests" else self.limits).get(resource, ZERO)
 
 
-@dataclass(frozen=True)
-class Demand:
+class Demand(NamedTuple):
     """A workload's pods: how many, what each takes, and what the old object had (UPDATE)."""
 
     workload: str  # "deployment ml-prod/recommender"
@@ -97,7 +97,7 @@ class Demand:
 
     def old_total(self, kind: Kind, resource: str) -> Decimal:
         if self.old_replicas is None or self.old_pod is None:
-            return Decimal(0)
+            return ZERO
         return self.old_replicas * self.old_pod.amount(kind, resource)
 
     def describe(self, kind: Kind, resource: str, *, change: bool = True) -> str:
@@ -207,7 +207,7 @@ def find_demand(ctx: AdmissionContext, workload: Workload) -> Demand | LookupFai
     if ctx.operation == "UPDATE" and ctx.old_obj is not None:
         old = read_workload(ctx.old_obj, namespace=ctx.namespace)
         if old is not None:
-            return replace(demand, old_replicas=old[0], old_pod=old[1])
+            return demand._replace(old_replicas=old[0], old_pod=old[1])
     return demand
 
 
@@ -295,9 +295,6 @@ class _Counted(NamedTuple):
     limits: Amounts
     sidecar: bool
 
-    def amounts(self, kind: Literal["requests", "limits"]) -> Amounts:
-        return self.requests if kind == "requests" else self.limits
-
 
 def _effective(
     kind: Literal["requests", "limits"],
@@ -308,7 +305,7 @@ def _effective(
     sidecars: Amounts = {}
     init_peak: Amounts = {}
     for container in init:
-        amounts = container.amounts(kind)
+        amounts = container.requests if kind == "requests" else container.limits
         if container.sidecar:
             _add(sidecars, amounts)
             _raise_to(init_peak, sidecars)
@@ -318,9 +315,11 @@ def _effective(
             _raise_to(init_peak, running)
     total = dict(sidecars)
     for container in app:
-        _add(total, container.amounts(kind))
-    _raise_to(total, init_peak)
-    _add(total, overhead)
+        _add(total, container.requests if kind == "requests" else container.limits)
+    if init_peak:
+        _raise_to(total, init_peak)
+    if overhead:
+        _add(total, overhead)
     return total
 
 
@@ -367,12 +366,12 @@ def _parse_amounts(raw: object, *, field: str = "") -> Amounts:
 
 def _add(into: Amounts, amounts: Mapping[str, Decimal]) -> None:
     for name, amount in amounts.items():
-        into[name] = into.get(name, Decimal(0)) + amount
+        into[name] = into.get(name, ZERO) + amount
 
 
 def _raise_to(into: Amounts, floor: Mapping[str, Decimal]) -> None:
     for name, amount in floor.items():
-        if amount > into.get(name, Decimal(0)):
+        if amount > into.get(name, ZERO):
             into[name] = amount
 
 
@@ -474,7 +473,7 @@ def check_resource_quotas(
                 continue
             message = (
                 f"{demand.describe(kind, resource)}; the namespace has "
-                f"{format_amount(resource, max(left, Decimal(0)))} left of "
+                f"{format_amount(resource, max(left, ZERO))} left of "
                 f"{format_amount(resource, hard)} (ResourceQuota {quota.name})"
             )
             path = "spec.replicas" if kind == "pods" else demand.path

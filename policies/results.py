@@ -8,6 +8,7 @@ from typing import Literal
 from policies.model import Action
 
 Status = Literal["pass", "fail", "skip", "error"]
+FAILED = ("fail", "error")  # the statuses enforced with the result's action
 
 
 @dataclass(frozen=True, init=False)
@@ -48,4 +49,4 @@ class CheckResult:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("fail", "error")
+        return self.status in FAILED
