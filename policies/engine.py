@@ -13,7 +13,7 @@ from policies.actions import resolve_action
 from policies.context import AdmissionContext
 from policies.exemptions import ExemptionHit, find_exemption
 from policies.images import check_images
-from policies.model import Action, Policy
+from policies.model import Policy
 from policies.podspec import workload_labels
 from policies.quota import check_quota
 from policies.results import FAILED, CheckResult
@@ -65,52 +65,33 @@ def exemption_labels(ctx: AdmissionContext, workload: Workload) -> Mapping[str, 
     return workload_labels(target) if isinstance(target, dict) else {}
 
 
+# The checks in the order their results come; each is turned on by the ValidateSpec field of
+# its name, whose settings it is given.
+Check = Callable[..., list[CheckResult]]
+CHECKS: tuple[tuple[str, Check], ...] = (
+    ("quota", check_quota),
+    ("images", check_images),
+    ("labels", check_validation_labels),
+)
+
+
 def run_checks(ctx: AdmissionContext, workload: Workload, *, policy: Policy) -> list[CheckResult]:
     """The results of each check the policy turns on, in a fixed order: quota, images, labels."""
-    spec = policy.validate
-    runs: list[tuple[str, Action, Callable[[], list[CheckResult]]]] = []
-    if spec.quota is not None:
-        quota = spec.quota
-        runs.append(
-            (
-                "quota",
-                quota.action,
-                lambda: check_quota(ctx, workload, policy=policy, settings=quota),
-            )
-        )
-    if spec.images is not None:
-        images = spec.images
-        runs.append(
-            (
-                "images",
-                images.action,
-                lambda: check_images(ctx, workload, policy=policy, settings=images),
-            )
-        )
-    if spec.labels is not None:
-        labels = spec.labels
-        runs.append(
-            (
-                "labels",
-                labels.action,
-                lambda: check_validation_labels(ctx, workload, policy=policy, settings=labels),
-            )
-        )
     results: list[CheckResult] = []
-    for name, action, run in runs:
+    for name, check in CHECKS:
+        settings = getattr(policy.validate, name)
+        if settings is None:
+            continue
         try:
-            results += run()
+            results += check(ctx, workload, policy=policy, settings=settings)
         except Exception as error:
             # NOTE: a check that raises is a bug of ours; the request gets the check's action
             # and a message naming it, rather than a 500 that the API server's failurePolicy
             # would turn into a blanket decision for every workload.
             rule = f"{name}.internal-error"
             message = f"the {name} check of policy {policy.name} failed: {error!r}"
-            results.append(
-                CheckResult(
-                    policy.name, rule, "error", message, resolve_action(policy, rule, action)
-                )
-            )
+            action = resolve_action(policy, rule, settings.action)
+            results.append(CheckResult(policy.name, rule, "error", message, action))
     return results
 
 

@@ -62,9 +62,9 @@ def object_labels(obj: JsonObject | None) -> dict[str, str]:
 
 def _namespace(match: Match, ctx: AdmissionContext, _labels: Mapping[str, str]) -> bool:
     names = match.namespaces
-    return matches_glob(ctx.namespace, names.include) and not matches_glob(
-        ctx.namespace, names.exclude
-    )
+    return compile_globs(names.include).matches(ctx.namespace) and not compile_globs(
+        names.exclude
+    ).matches(ctx.namespace)
 
 
 def _kind(match: Match, ctx: AdmissionContext, _labels: Mapping[str, str]) -> bool:
@@ -94,4 +94,13 @@ PREDICATES: tuple[Predicate, ...] = (_namespace, _kind, _namespace_labels, _work
 def select_policies(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[Policy]:
     """The policies whose ``spec.match`` holds for this request, in policy-set order."""
     labels = object_labels(subject_object(ctx))
-    return [p for p in policies if all(pred(p.match, ctx, labels) for pred in PREDICATES)]
+    selected: list[Policy] = []
+    for policy in policies:
+        # NOTE: a loop rather than all() over a generator: this runs for every policy on every
+        # request, and the generator cost as much as the predicates.
+        for predicate in PREDICATES:
+            if not predicate(policy.match, ctx, labels):
+                break
+        else:
+            selected.append(policy)
+    return selected

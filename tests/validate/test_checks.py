@@ -308,3 +308,13 @@ def test_exempted_rule_is_a_skip_naming_the_exemption() -> None:
     verdict = summarize(results)
     assert {r.rule for r in verdict.denials} == {"labels.accuracy", "labels.bias-score"}
     assert not verdict.allowed
+
+
+def test_a_check_that_raises_gives_an_error_result_with_the_check_action() -> None:
+    budget = ResourceBudget(requests=(("cpu", "lots"),))
+    quota = QuotaSettings(action="warn", budgets=(budget,), resource_quota=False)
+    policy = Policy(name="p", validate=ValidateSpec(quota=quota))
+    obj = {"kind": "Pod", "metadata": {"name": "m"}, "spec": {"containers": [{"name": "c"}]}}
+    results = evaluate(make_ctx(obj=obj, kind="Pod"), [policy])
+    message = "the quota check of policy p failed: QuantityError(\"not a quantity: 'lots'\")"
+    assert results == [CheckResult("p", "quota.internal-error", "error", message, "warn")]
