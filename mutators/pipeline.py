@@ -1,9 +1,10 @@
 """The entry point the webhook calls: every selected policy's mutators on one copy of the object.
 
-The object is copied once, each policy's enabled mutators run on the copy in a fixed order
-(model config, resource defaults, GPU scheduling, security context, metrics annotations), and
-``mlgate.io/mutated-by`` records which policies changed it. The JSONPatch is derived afterwards,
-at the edge, with ``mutators.diff.make_patch(original, outcome.obj)``.
+The object is copied once (only the parts a mutator may write: ``mutators.working_copy``), each
+policy's enabled mutators run on the copy in a fixed order (model config, resource defaults, GPU
+scheduling, security context, metrics annotations), and ``mlgate.io/mutated-by`` records which
+policies changed it. The JSONPatch is derived afterwards, at the edge, with
+``mutators.diff.make_patch(original, outcome.obj)``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from mutators import (
     resource_defaults,
     security_context,
 )
-from mutators.diff import copy_json
 from mutators.result import MutatorResult
+from mutators.working_copy import make_working_copy
 from policies.model import MutateSpec, Policy
 from policies.podspec import PodTemplate, find_pod_templates, workload_annotations
 
@@ -46,7 +47,8 @@ class MutationOutcome:
     """What the mutators did to one object.
 
     ``obj`` is the mutated copy, or the input itself when there was nothing to do (opted out,
-    no pod spec, no policy); the input is never modified either way.
+    no pod spec, no policy); the input is never modified either way. The copy shares what the
+    mutators left alone with the input (``mutators.working_copy``): modify neither afterwards.
     """
 
     obj: JsonObject
@@ -66,10 +68,12 @@ def is_opted_out(obj: JsonObject) -> bool:
 
 def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     """Run the mutators of ``policies`` (already selected, in order) on a copy of ``obj``."""
-    if not policies or not find_pod_templates(obj) or is_opted_out(obj):
+    if not policies:
         return MutationOutcome(obj=obj)
-    mutated: JsonObject = copy_json(obj)
-    templates = find_pod_templates(mutated)
+    found = find_pod_templates(obj)
+    if not found or found[0].workload_annotations.get(INJECT_ANNOTATION) == "false":
+        return MutationOutcome(obj=obj)  # no pod spec, or opted out (as ``is_opted_out`` says)
+    mutated, templates = make_working_copy(obj, found)
     changed_by: list[str] = []
     mutator_names: list[str] = []
     warnings: list[str] = []

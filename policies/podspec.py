@@ -51,6 +51,21 @@ class PodTemplate:
         """The annotations of the object, falling back on this template's for keys it lacks."""
         return _merge_maps(self, "annotations")
 
+    def moved_to(
+        self, *, metadata: JsonObject, spec: JsonObject, object_metadata: JsonObject
+    ) -> PodTemplate:
+        """This template in a copy of its object, given the copy's dicts.
+
+        The workload labels and annotations already read are kept: the copy holds the same.
+        """
+        moved = PodTemplate(
+            path=self.path, metadata=metadata, spec=spec, object_metadata=object_metadata
+        )
+        for name in ("workload_labels", "workload_annotations"):
+            if name in self.__dict__:  # read by cached_property
+                moved.__dict__[name] = self.__dict__[name]
+        return moved
+
 
 def template_path(kind: str) -> tuple[str, ...] | None:
     """The path of the pod template of ``kind``: () for a Pod, None for kinds with no pod spec."""

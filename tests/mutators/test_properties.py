@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import jsonpatch
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mutators import apply_all, make_patch
-from mutators.diff import copy_json
 from policies.model import (
     GpuSchedulingSettings,
     MetricsAnnotationsSettings,
@@ -37,6 +37,21 @@ POLICY = Policy(
         gpu_scheduling=GpuSchedulingSettings(),
         security_context=SecurityContextSettings(),
         metrics_annotations=MetricsAnnotationsSettings(),
+    ),
+)
+# Every mutator overriding the author's values: they then write where they otherwise leave alone.
+OVERRIDE_POLICY = Policy(
+    name="model-overrides",
+    mutate=MutateSpec(
+        model_config=ModelConfigSettings(override=True),
+        resource_defaults=ResourceDefaultsSettings(override=True),
+        gpu_scheduling=GpuSchedulingSettings(
+            override=True, runtime_class_name="nvidia", priority_class_name="gpu"
+        ),
+        security_context=SecurityContextSettings(
+            override=True, run_as_group=3000, drop_capabilities=("ALL", "NET_RAW")
+        ),
+        metrics_annotations=MetricsAnnotationsSettings(override=True),
     ),
 )
 GPU = "nvidia.com/gpu"
@@ -253,10 +268,10 @@ def read(value: Any, path: tuple[Any, ...]) -> Any:
 @given(obj=workloads())
 def test_mutation_properties_hold_for_any_workload(obj: dict[str, Any]) -> None:
     validate_k8s(obj)  # the generator only makes inputs the API server would accept
-    original = copy_json(obj)
+    original = orjson.dumps(obj)
     outcome = apply_all(obj, [POLICY])
     mutated = outcome.obj
-    assert obj == original
+    assert orjson.dumps(obj) == original  # the working copy took every write
 
     patch = make_patch(obj, mutated)
     assert jsonpatch.apply_patch(obj, patch) == mutated
@@ -279,3 +294,16 @@ def test_mutation_properties_hold_for_any_workload(obj: dict[str, Any]) -> None:
                     assert parse_quantity(requests[name]) <= parse_quantity(limits[name])
             if GPU in requests or GPU in limits:
                 assert parse_quantity(requests[GPU]) == parse_quantity(limits[GPU])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(obj=workloads())
+def test_overriding_mutators_write_only_into_the_working_copy(obj: dict[str, Any]) -> None:
+    """With ``override``, mutators replace author values in place: never in the input."""
+    original = orjson.dumps(obj)
+    outcome = apply_all(obj, [POLICY, OVERRIDE_POLICY])
+    assert orjson.dumps(obj) == original
+    patch = make_patch(obj, outcome.obj)
+    assert jsonpatch.apply_patch(obj, patch) == outcome.obj
+    validate_k8s(outcome.obj)
+    assert find_duplicates(outcome.obj) == []

@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mutators.diff import copy_json, make_patch
+import jsonpatch
+import orjson
+
+from mutators.diff import make_patch
 from mutators.result import MutatorResult
+from mutators.working_copy import make_working_copy
 from policies.podspec import find_pod_templates
 from tests.k8s_schema import validate_k8s
 from tests.mutators.invariants import find_duplicates
@@ -62,17 +66,21 @@ def deployment(
 def run_mutator(
     mutate_pod: Callable[..., MutatorResult], obj: JsonObject, settings: Any
 ) -> tuple[JsonObject, MutatorResult]:
-    """Run one mutator on a copy of ``obj`` and check what every mutated object must satisfy.
+    """Run one mutator on a working copy of ``obj``, as ``apply_all`` does, and check what
+    every mutated object must satisfy.
 
-    The input is left untouched, ``changed`` matches whether the object changed, and the result
-    is schema-valid with nothing duplicated.
+    The input is left untouched (so the mutator wrote only where the working copy allows),
+    ``changed`` matches whether the object changed, the patch turns the input into the result,
+    and the result is schema-valid with nothing duplicated.
     """
-    original = copy_json(obj)
-    mutated = copy_json(obj)
-    results = [mutate_pod(t, obj=mutated, settings=settings) for t in find_pod_templates(mutated)]
+    snapshot = orjson.dumps(obj)
+    mutated, templates = make_working_copy(obj, find_pod_templates(obj))
+    results = [mutate_pod(t, obj=mutated, settings=settings) for t in templates]
     assert len(results) == 1
-    assert obj == original
-    assert results[0].changed == bool(make_patch(obj, mutated))
+    assert orjson.dumps(obj) == snapshot
+    patch = make_patch(obj, mutated)
+    assert results[0].changed == bool(patch)
+    assert jsonpatch.apply_patch(obj, patch) == mutated
     validate_k8s(mutated)
     assert find_duplicates(mutated) == []
     return mutated, results[0]
