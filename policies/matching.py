@@ -6,6 +6,7 @@ that fails ends the search for that policy.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
 from policies.context import AdmissionContext
@@ -62,9 +63,19 @@ def object_labels(obj: JsonObject | None) -> dict[str, str]:
 
 def _namespace(match: Match, ctx: AdmissionContext, _labels: Mapping[str, str]) -> bool:
     names = match.namespaces
-    return compile_globs(names.include).matches(ctx.namespace) and not compile_globs(
-        names.exclude
-    ).matches(ctx.namespace)
+    return namespace_selected(names.include, names.exclude, ctx.namespace)
+
+
+@functools.lru_cache(maxsize=4096)
+def namespace_selected(include: tuple[str, ...], exclude: tuple[str, ...], namespace: str) -> bool:
+    """Whether ``namespace`` matches a glob of ``include`` and none of ``exclude``.
+
+    Remembered: a cluster's requests come from a few namespaces, and every request asks this of
+    every policy.
+    """
+    return compile_globs(include).matches(namespace) and not compile_globs(exclude).matches(
+        namespace
+    )
 
 
 def _kind(match: Match, ctx: AdmissionContext, _labels: Mapping[str, str]) -> bool:
