@@ -18,6 +18,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
+_ABSENT = object()  # the value of a key a dict does not have
+
 
 class PatchOperation(TypedDict):
     """One RFC 6902 operation as it goes on the wire."""
@@ -34,7 +36,8 @@ def make_patch(original: Any, mutated: Any) -> list[PatchOperation]:
     before changing ``mutated`` again.
     """
     operations: list[PatchOperation] = []
-    _diff_value(original, mutated, path="", operations=operations)
+    if original is not mutated:
+        _diff_value(original, mutated, path="", operations=operations)
     return operations
 
 
@@ -67,33 +70,32 @@ def _copy_value(value: Any) -> Any:
     return value
 
 
-def _same_subtree(old: Any, new: Any) -> bool:
-    """Whether two values are the same JSON, decided in C rather than node by node.
+def _same_serialisation(old: Any, new: Any) -> bool:
+    """Whether two equal (``==``) containers are the same JSON, decided in C.
 
-    ``==`` prunes most of an unchanged object at C speed, but says ``1 == 1.0 == True``; equal
-    containers are confirmed by their serialisation, which tells those apart. Each node is
+    ``==`` says ``1 == 1.0 == True``; their serialisations tell those apart. Each node is
     serialised at most once, as part of the first equal subtree above it.
     """
-    if type(old) is not type(new) or old != new:
-        return False
-    if not isinstance(old, dict | list):
-        return True
     try:
         return orjson.dumps(old) == orjson.dumps(new)
     except TypeError:  # an integer beyond 64 bits: let the walk decide
         return False
 
 
+# NOTE: the walk below is written for few Python calls (each costs as much as dozens of simple
+# steps): the identity check before a call, the JSON-Pointer escaping only for keys that need
+# it, and ``==`` (C speed) pruning an equal subtree before any walk into it.
 def _diff_value(old: Any, new: Any, *, path: str, operations: list[PatchOperation]) -> None:
-    if old is new:
-        return
+    """Append the operations turning ``old`` into ``new``, which are not the same object."""
     old_type = type(old)
     if old_type is not type(new):
         operations.append({"op": "replace", "path": path, "value": new})
     elif old_type is dict:
-        _diff_dict(old, new, path=path, operations=operations)
+        if old != new or not _same_serialisation(old, new):
+            _diff_dict(old, new, path=path, operations=operations)
     elif old_type is list:
-        _diff_list(old, new, path=path, operations=operations)
+        if old != new or not _same_serialisation(old, new):
+            _diff_list(old, new, path=path, operations=operations)
     elif old != new:
         operations.append({"op": "replace", "path": path, "value": new})
 
@@ -101,18 +103,22 @@ def _diff_value(old: Any, new: Any, *, path: str, operations: list[PatchOperatio
 def _diff_dict(
     old: dict[str, Any], new: dict[str, Any], *, path: str, operations: list[PatchOperation]
 ) -> None:
+    removed = 0
     for key, old_item in old.items():
-        if key not in new:
-            operations.append({"op": "remove", "path": f"{path}/{escape_pointer(key)}"})
+        new_item = new.get(key, _ABSENT)
+        if new_item is old_item:
             continue
-        new_item = new[key]
-        if old_item is new_item or _same_subtree(old_item, new_item):
-            continue
-        _diff_value(old_item, new_item, path=f"{path}/{escape_pointer(key)}", operations=operations)
-    for key, new_item in new.items():
-        if key not in old:
-            pointer = f"{path}/{escape_pointer(key)}"
-            operations.append({"op": "add", "path": pointer, "value": new_item})
+        token = escape_pointer(key) if "~" in key or "/" in key else key
+        if new_item is _ABSENT:
+            operations.append({"op": "remove", "path": f"{path}/{token}"})
+            removed += 1
+        else:
+            _diff_value(old_item, new_item, path=f"{path}/{token}", operations=operations)
+    if len(new) > len(old) - removed:  # some keys of ``new`` are not in ``old``
+        for key, new_item in new.items():
+            if key not in old:
+                token = escape_pointer(key) if "~" in key or "/" in key else key
+                operations.append({"op": "add", "path": f"{path}/{token}", "value": new_item})
 
 
 def _diff_list(
@@ -122,8 +128,8 @@ def _diff_list(
         operations.append({"op": "replace", "path": path, "value": new})
         return
     for index, old_item in enumerate(old):
-        if _same_subtree(old_item, new[index]):
-            continue
-        _diff_value(old_item, new[index], path=f"{path}/{index}", operations=operations)
+        new_item = new[index]
+        if old_item is not new_item:
+            _diff_value(old_item, new_item, path=f"{path}/{index}", operations=operations)
     for new_item in new[len(old) :]:
         operations.append({"op": "add", "path": f"{path}/-", "value": new_item})
