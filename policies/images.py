@@ -12,7 +12,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from policies.actions import resolve_action
+from policies.actions import resolve_action, resolve_actions
 from policies.context import AdmissionContext
 from policies.globs import compile_fnmatch
 from policies.model import Action, ImageSettings, Policy
@@ -82,6 +82,7 @@ def check_images(
 ) -> list[CheckResult]:
     """Every image rule of ``settings`` on every container of the request's object."""
     workload = subject.description
+    actions = resolve_actions(policy, RULES, settings.action)
     if not subject.templates:
         return [
             CheckResult(
@@ -89,7 +90,7 @@ def check_images(
                 rule=rule,
                 status="skip",
                 message=f"{workload} carries no pod spec",
-                action=resolve_action(policy, rule, settings.action),
+                action=actions[rule],
             )
             for rule in RULES
         ]
@@ -117,7 +118,7 @@ def check_images(
             policy,
             "images.allowed-repositories",
             failures,
-            action=resolve_action(policy, "images.allowed-repositories", settings.action),
+            action=actions["images.allowed-repositories"],
             ok=f"every image of {workload} comes from an allowed repository",
         )
     if settings.disallow_latest:
@@ -130,7 +131,7 @@ def check_images(
             policy,
             "images.no-latest",
             failures,
-            action=resolve_action(policy, "images.no-latest", settings.action),
+            action=actions["images.no-latest"],
             ok=f"every image of {workload} is pinned to a tag other than latest or a digest",
         )
     if compile_fnmatch(settings.require_digest_namespaces).matches(ctx.namespace):
@@ -147,7 +148,7 @@ def check_images(
             policy,
             "images.require-digest",
             failures,
-            action=resolve_action(policy, "images.require-digest", settings.action),
+            action=actions["images.require-digest"],
             ok=f"every image of {workload} is pinned by digest",
         )
     if settings.tag_matches_version is not None:

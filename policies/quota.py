@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
-from policies.actions import resolve_action
+from policies.actions import resolve_actions
 from policies.context import AdmissionContext, LookupFailure, QuotaStatus
 from policies.globs import compile_fnmatch
 from policies.model import Action, Policy, QuotaSettings, ResourceBudget
@@ -52,6 +52,7 @@ BINARY_RESOURCES = ("memory", "ephemeral-storage", "storage", "hugepages-")
 ZERO = Decimal(0)
 BUDGET = "quota.budget"
 RESOURCE_QUOTA = "quota.resource-quota"
+RULES = (BUDGET, RESOURCE_QUOTA)
 
 
 class ResourceReadError(ValueError):
@@ -131,7 +132,7 @@ def check_quota(
     rules = ([BUDGET] if budget is not None else []) + (
         [RESOURCE_QUOTA] if settings.resource_quota else []
     )
-    actions = {rule: resolve_action(policy, rule, settings.action) for rule in rules}
+    actions = resolve_actions(policy, RULES, settings.action)
 
     def skip_all(message: str) -> list[CheckResult]:
         return [CheckResult(policy.name, r, "skip", message, actions[r]) for r in rules]

@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any
 
-from policies.actions import resolve_action
+from policies.actions import resolve_actions
 from policies.context import AdmissionContext
 from policies.model import Action, Policy, ValidationLabelSettings
 from policies.podspec import template_path
@@ -34,6 +34,7 @@ def check_validation_labels(
 ) -> list[CheckResult]:
     """Every rule of ``settings`` on the labels and annotations of the request's object."""
     workload = subject.description
+    actions = resolve_actions(policy, RULES, settings.action)
     kind = subject.obj.get("kind")
     if not isinstance(kind, str) or template_path(kind) is None:
         return [
@@ -42,7 +43,7 @@ def check_validation_labels(
                 rule,
                 "skip",
                 f"{workload} is no workload",
-                action=resolve_action(policy, rule, settings.action),
+                action=actions[rule],
             )
             for rule in RULES
         ]
@@ -58,13 +59,19 @@ def check_validation_labels(
                 rule,
                 "skip",
                 message,
-                action=resolve_action(policy, rule, settings.action),
+                action=actions[rule],
             )
             for rule in RULES
         ]
     labels = subject.labels
     annotations = subject.annotations
-    results = _check_required(labels, policy=policy, settings=settings, workload=workload)
+    results = _check_required(
+        labels,
+        policy=policy,
+        settings=settings,
+        action=actions["labels.required"],
+        workload=workload,
+    )
     if settings.min_accuracy is not None:
         results.append(
             _check_score(
@@ -74,7 +81,7 @@ def check_validation_labels(
                 bound=settings.min_accuracy,
                 minimum=True,
                 policy=policy,
-                action=resolve_action(policy, "labels.accuracy", settings.action),
+                action=actions["labels.accuracy"],
                 workload=workload,
             )
         )
@@ -87,7 +94,7 @@ def check_validation_labels(
                 bound=settings.max_bias_score,
                 minimum=False,
                 policy=policy,
-                action=resolve_action(policy, "labels.bias-score", settings.action),
+                action=actions["labels.bias-score"],
                 workload=workload,
             )
         )
@@ -97,7 +104,7 @@ def check_validation_labels(
                 annotations.get(settings.validated_annotation),
                 annotation=settings.validated_annotation,
                 policy=policy,
-                action=resolve_action(policy, "labels.validated", settings.action),
+                action=actions["labels.validated"],
                 workload=workload,
             )
         )
@@ -105,10 +112,14 @@ def check_validation_labels(
 
 
 def _check_required(
-    labels: dict[str, str], *, policy: Policy, settings: ValidationLabelSettings, workload: str
+    labels: dict[str, str],
+    *,
+    policy: Policy,
+    settings: ValidationLabelSettings,
+    action: Action,
+    workload: str,
 ) -> list[CheckResult]:
     rule = "labels.required"
-    action = resolve_action(policy, rule, settings.action)
     results: list[CheckResult] = []
     for required in settings.required_labels:
         path = f"metadata.labels.{required.name}"
@@ -136,7 +147,7 @@ def _check_required(
             )
             results.append(CheckResult(policy.name, rule, "fail", message, action, path))
     if not results:
-        names = ", ".join(r.name for r in settings.required_labels) or "none required"
+        names = ", ".join([r.name for r in settings.required_labels]) or "none required"
         results.append(
             CheckResult(policy.name, rule, "pass", f"{workload} has labels {names}", action)
         )

@@ -318,3 +318,35 @@ def test_a_check_that_raises_gives_an_error_result_with_the_check_action() -> No
     results = evaluate(make_ctx(obj=obj, kind="Pod"), [policy])
     message = "the quota check of policy p failed: QuantityError(\"not a quantity: 'lots'\")"
     assert results == [CheckResult("p", "quota.internal-error", "error", message, "warn")]
+
+
+def test_rule_actions_override_the_check_action_rule_by_rule() -> None:
+    policy = Policy(
+        name="p",
+        validate=ValidateSpec(
+            quota=QuotaSettings(budgets=(ResourceBudget(pods=1),), resource_quota=False),
+            images=ImageSettings(action="warn"),
+            labels=ValidationLabelSettings(action="deny"),
+            rule_actions=(
+                ("images.tag-matches-version", "deny"),
+                ("labels.accuracy", "audit"),
+                ("quota.budget", "warn"),
+            ),
+        ),
+    )
+    obj = {
+        "kind": "Deployment",
+        "metadata": {"name": "m", "labels": {"app": "m", "version": "v2"}},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"image": "m:v1"}]}}},
+    }
+    results = evaluate(make_ctx(obj=obj), [policy])
+    actions = {r.rule: (r.status, r.action) for r in results}
+    assert actions == {
+        "quota.budget": ("fail", "warn"),
+        "images.no-latest": ("pass", "warn"),
+        "images.tag-matches-version": ("fail", "deny"),
+        "labels.required": ("pass", "deny"),
+        "labels.accuracy": ("fail", "audit"),
+        "labels.bias-score": ("fail", "deny"),
+        "labels.validated": ("fail", "deny"),
+    }
