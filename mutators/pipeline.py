@@ -20,10 +20,11 @@ from mutators import (
     resource_defaults,
     security_context,
 )
+from mutators.memo import once_per_settings
 from mutators.result import MutatorResult
 from mutators.working_copy import make_working_copy
 from policies.model import MutateSpec, Policy
-from policies.podspec import PodTemplate, find_pod_templates, workload_annotations
+from policies.podspec import find_pod_templates, workload_annotations
 
 JsonObject = dict[str, Any]
 
@@ -68,7 +69,8 @@ def is_opted_out(obj: JsonObject) -> bool:
 
 def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     """Run the mutators of ``policies`` (already selected, in order) on a copy of ``obj``."""
-    if not policies:
+    runs = [(policy, enabled_mutators(policy.mutate)) for policy in policies]
+    if not any(mutators for _, mutators in runs):
         return MutationOutcome(obj=obj)
     found = find_pod_templates(obj)
     if not found or found[0].workload_annotations.get(INJECT_ANNOTATION) == "false":
@@ -77,24 +79,17 @@ def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     changed_by: list[str] = []
     mutator_names: list[str] = []
     warnings: list[str] = []
-    for policy in policies:
+    for policy, mutators in runs:
         policy_changed = False
-        for name, settings_of, mutate_pod in MUTATORS:
-            settings = settings_of(policy.mutate)
-            if settings is None or not settings.enabled:
-                continue
-            changed = _run(
-                mutate_pod,
-                templates,
-                obj=mutated,
-                settings=settings,
-                into=warnings,
-                prefix=f"{policy.name}/{name}",
-            )
-            if changed:
-                policy_changed = True
-                if name not in mutator_names:
-                    mutator_names.append(name)
+        for name, mutate_pod, settings in mutators:
+            for template in templates:
+                result = mutate_pod(template, obj=mutated, settings=settings)
+                if result.warnings:
+                    warnings += [f"{policy.name}/{name}: {text}" for text in result.warnings]
+                if result.changed:
+                    policy_changed = True
+                    if name not in mutator_names:
+                        mutator_names.append(name)
         if policy_changed:
             changed_by.append(policy.name)
     if changed_by:
@@ -107,21 +102,15 @@ def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     )
 
 
-def _run(
-    mutate_pod: Mutator,
-    templates: list[PodTemplate],
-    *,
-    obj: JsonObject,
-    settings: Any,
-    into: list[str],
-    prefix: str,
-) -> bool:
-    changed = False
-    for template in templates:
-        result = mutate_pod(template, obj=obj, settings=settings)
-        changed |= result.changed
-        into.extend(f"{prefix}: {warning}" for warning in result.warnings)
-    return changed
+@once_per_settings
+def enabled_mutators(spec: MutateSpec) -> tuple[tuple[str, Mutator, Any], ...]:
+    """(name, rule, settings) of each mutator ``spec`` enables, in run order."""
+    enabled = []
+    for name, settings_of, mutate_pod in MUTATORS:
+        settings = settings_of(spec)
+        if settings is not None and settings.enabled:
+            enabled.append((name, mutate_pod, settings))
+    return tuple(enabled)
 
 
 def _record_mutated_by(obj: JsonObject, names: list[str]) -> None:
