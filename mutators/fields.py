@@ -46,20 +46,35 @@ def fill_field(node: JsonObject, keys: tuple[str, ...], *, value: Any, override:
     Intermediate objects are created only when something is written, so a mutator that ends up
     writing nothing leaves no empty ``{}`` behind.
     """
-    existing = read_field(node, *keys)
-    if existing is not None:
-        if same_json(existing, value):
-            return "same"
-        if not override:
-            return "kept"
-    parent = node
-    for key in keys[:-1]:
+    # NOTE: one walk down to the parent, reading and writing there: called tens of times per
+    # request, a second walk (read_field, then again to write) was a tenth of the mutators' CPU.
+    *path, last = keys
+    parent: Any = node  # None once an object on the way is missing
+    for key in path:
+        child = parent.get(key)
+        if not isinstance(child, dict):
+            parent = None
+            break
+        parent = child
+    if parent is not None:
+        existing = parent.get(last)
+        if existing is not None:
+            if same_json(existing, value):
+                return "same"
+            if not override:
+                return "kept"
+            parent[last] = value
+            return "replaced"
+        parent[last] = value
+        return "added"
+    parent = node  # make the missing objects on the way (replacing a value that is not one)
+    for key in path:
         child = parent.get(key)
         if not isinstance(child, dict):
             child = parent[key] = {}
         parent = child
-    parent[keys[-1]] = value
-    return "added" if existing is None else "replaced"
+    parent[last] = value
+    return "added"
 
 
 def ensure_list(node: JsonObject, key: str) -> list[Any]:
