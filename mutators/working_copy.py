@@ -76,8 +76,9 @@ def copy_writable(value: Any, writes: Writes) -> Any:
         copied = dict(value)
         for key, below in writes.items():
             item = copied.get(key)
-            if isinstance(item, dict | list):
-                copied[key] = copy_writable(item, below)
+            if isinstance(item, (dict, list)):  # a tuple: checked faster than dict | list
+                # A leaf of the tree without a call: most of them are.
+                copied[key] = copy_writable(item, below) if below else item.copy()
         return copied
     if isinstance(value, list):
         each = writes.get("*")
