@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from mutators.fields import container_label
+from mutators.memo import once_per_settings
 from mutators.result import MutatorResult
 from policies.model import ResourceDefaultsSettings
 from policies.podspec import PodTemplate, iter_containers
@@ -37,15 +38,8 @@ def mutate_pod(
 ) -> MutatorResult:
     """Fill in the default requests and limits of every container of ``template``."""
     del obj  # the rule needs nothing beyond the pod spec
-    default_requests = dict(settings.requests)
-    default_limits = dict(settings.limits)
-    warnings: list[str] = []
-    for defaults in (default_requests, default_limits):
-        for name, value in list(defaults.items()):
-            if not _is_quantity(value):  # the loader should have refused it; never raise here
-                warnings.append(f"policy default {name}: {value!r} is not a quantity; ignored")
-                del defaults[name]
-    names = list(dict.fromkeys([*default_requests, *default_limits]))
+    default_requests, default_limits, names, policy_warnings = _policy_defaults(settings)
+    warnings = list(policy_warnings)
     changed = False
     for list_name, container in iter_containers(template.spec, RESOURCE_CONTAINER_LISTS):
         who = container_label(list_name, container)
@@ -60,6 +54,24 @@ def mutate_pod(
                 warnings=warnings,
             )
     return MutatorResult(changed=changed, warnings=tuple(warnings))
+
+
+@once_per_settings
+def _policy_defaults(
+    settings: ResourceDefaultsSettings,
+) -> tuple[dict[str, str], dict[str, str], tuple[str, ...], tuple[str, ...]]:
+    """The policy's default requests and limits that are quantities, the resource names, and a
+    warning for each default left out (the loader should have refused it; never raise here)."""
+    default_requests = dict(settings.requests)
+    default_limits = dict(settings.limits)
+    warnings: list[str] = []
+    for defaults in (default_requests, default_limits):
+        for name, value in list(defaults.items()):
+            if not _is_quantity(value):
+                warnings.append(f"policy default {name}: {value!r} is not a quantity; ignored")
+                del defaults[name]
+    names = tuple(dict.fromkeys([*default_requests, *default_limits]))
+    return default_requests, default_limits, names, tuple(warnings)
 
 
 def _default_resource(

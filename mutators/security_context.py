@@ -33,6 +33,7 @@ from mutators.fields import (
     normalise_path,
     read_field,
 )
+from mutators.memo import once_per_settings
 from mutators.result import MutatorResult
 from policies.model import SecurityContextSettings
 from policies.podspec import PodTemplate, iter_containers
@@ -206,22 +207,29 @@ def _mount_writable_paths(
         for m in (mounts if isinstance(mounts, list) else [])
         if isinstance(m, dict)
     }
-    for path in settings.writable_paths:
-        if normalise_path(path) in mounted:
+    for path, normalised, name in _writable_volumes(settings):
+        if normalised in mounted:
             continue
-        name = writable_volume_name(path)
-        if name is None:
-            continue
-        volume = {"name": name, "emptyDir": {}}
-        existing = read_field(_volume(spec, name), "emptyDir")
-        if _volume(spec, name) is not None and not isinstance(existing, dict):
+        volume = _volume(spec, name)
+        if volume is not None and not isinstance(volume.get("emptyDir"), dict):
             warnings.append(f'volume "{name}" exists and is not an emptyDir; {path} not mounted')
             continue
-        changed |= fill_named(spec, "volumes", item=volume, override=False) == "added"
+        item = {"name": name, "emptyDir": {}}
+        changed |= fill_named(spec, "volumes", item=item, override=False) == "added"
         ensure_list(container, "volumeMounts").append({"name": name, "mountPath": path})
-        mounted.add(normalise_path(path))
+        mounted.add(normalised)
         changed = True
     return changed
+
+
+@once_per_settings
+def _writable_volumes(settings: SecurityContextSettings) -> tuple[tuple[str, str, str], ...]:
+    """(path, path without trailing slash, emptyDir volume name) of each nameable writable path."""
+    return tuple(
+        (path, normalise_path(path), name)
+        for path in settings.writable_paths
+        if (name := writable_volume_name(path)) is not None
+    )
 
 
 def writable_volume_name(path: str) -> str | None:
