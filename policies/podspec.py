@@ -23,7 +23,7 @@ POD_BEARING_KINDS = frozenset({"Pod", "CronJob"} | TEMPLATE_KINDS)
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PodTemplate:
     """A pod spec inside an object, with the metadata that goes with it.
 
@@ -38,6 +38,22 @@ class PodTemplate:
     metadata: JsonObject
     spec: JsonObject
     object_metadata: JsonObject = field(default_factory=dict, compare=False, repr=False)
+
+    # NOTE: as policies.results.CheckResult: the generated __init__ of a frozen dataclass sets
+    # each field through object.__setattr__, about three times what filling __dict__ costs;
+    # every request finds its templates, and mutation copies them. Still frozen.
+    def __init__(
+        self,
+        path: tuple[str, ...],
+        metadata: JsonObject,
+        spec: JsonObject,
+        object_metadata: JsonObject | None = None,
+    ) -> None:
+        fields = self.__dict__
+        fields["path"] = path
+        fields["metadata"] = metadata
+        fields["spec"] = spec
+        fields["object_metadata"] = {} if object_metadata is None else object_metadata
 
     # NOTE: read once, on first use, and kept: every mutator and check of a request asks for
     # them, and none of them changes the labels or annotations it reads.
