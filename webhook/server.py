@@ -249,11 +249,12 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
         # out of the garbage collector's full passes, which otherwise walk ~75,000 objects
         # (tens of ms) in the middle of some request and set the tail latency.
         gc.freeze()
-        # NOTE: no log line shows the thread, the process name or the source line, and every
-        # admission logs a decision: skip working them out for each record (the logging
-        # HOWTO's "Optimization" section). The process id stays: gunicorn's lines show it.
+        # NOTE: no log line shows the thread, the process or the source line (gunicorn's lines
+        # go through JsonLogFormatter too), and every admission logs a decision: skip working
+        # them out for each record (the logging HOWTO's "Optimization" section).
         logging._srcfile = None
         logging.logThreads = False
+        logging.logProcesses = False
         logging.logMultiprocessing = False
         return app
 
