@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import os
 import threading
 import time
@@ -40,6 +41,8 @@ from prometheus_client import (
 )
 
 from policies.results import CheckResult
+
+log = logging.getLogger("mlgate.metrics")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # How often a process adds the counts it gathered to the shared values: a scrape sees another
@@ -210,7 +213,10 @@ class CounterBuffer:
     def _flush_every_interval(self) -> None:
         while True:
             time.sleep(FLUSH_INTERVAL)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a bug here must not stop the counting for good
+                log.exception("cannot add the gathered counts to the metrics")
 
 
 _buffer = CounterBuffer()
