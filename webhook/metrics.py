@@ -180,12 +180,15 @@ class CounterBuffer:
         self._started = False
         os.register_at_fork(after_in_child=self._forget)
 
-    def add(self, metric: str, labels: tuple[str, ...]) -> None:
+    def add(self, metric: str, *labels: tuple[str, ...]) -> None:
+        """Count one for each of ``labels`` (label values of ``metric``)."""
         if not self._started:
             self._start()
-        key = (metric, labels)
         with self._lock:
-            self._counts[key] = self._counts.get(key, 0.0) + 1.0
+            counts = self._counts  # flush() swaps it, under the lock
+            for values in labels:
+                key = (metric, values)
+                counts[key] = counts.get(key, 0.0) + 1.0
 
     def flush(self) -> None:
         """Add what was gathered in this process to the counters."""
@@ -243,14 +246,12 @@ def describe_result(result: CheckResult) -> str:
 
 
 def count_policy_results(results: Iterable[CheckResult]) -> None:
-    for result in results:
-        _buffer.add("policy_results", (result.policy, result.rule, describe_result(result)))
+    _buffer.add("policy_results", *((r.policy, r.rule, describe_result(r)) for r in results))
 
 
 def count_mutations(mutators: Iterable[str]) -> None:
     """Count the mutators that changed an object (by name, e.g. ``gpu-scheduling``)."""
-    for mutator in mutators:
-        _buffer.add("mutations", (mutator,))
+    _buffer.add("mutations", *((mutator,) for mutator in mutators))
 
 
 def count_policy_load_error(count: int = 1) -> None:
