@@ -9,10 +9,9 @@ Kyverno calls this autogen. A pod spec lives at:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 JsonObject = dict[str, Any]
 
@@ -21,6 +20,29 @@ TEMPLATE_KINDS = frozenset(
 )
 POD_BEARING_KINDS = frozenset({"Pod", "CronJob"} | TEMPLATE_KINDS)
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+Value = TypeVar("Value")
+
+
+class computed_once(Generic[Value]):  # a decorator, named as cached_property
+    """``functools.cached_property`` without the lock it takes on Python 3.11.
+
+    NOTE: the lock costs more than computing the value; a value computed twice by two threads
+    at once is harmless here (the same dict, read only).
+    """
+
+    def __init__(self, compute: Callable[[Any], Value]) -> None:
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Value:
+        if instance is None:  # read on the class: the descriptor, as cached_property gives
+            return self  # type: ignore[return-value]
+        value = self.compute(instance)
+        instance.__dict__[self.name] = value  # found there from now on, before this descriptor
+        return value
 
 
 @dataclass(frozen=True, init=False)
@@ -57,12 +79,12 @@ class PodTemplate:
 
     # NOTE: read once, on first use, and kept: every mutator and check of a request asks for
     # them, and none of them changes the labels or annotations it reads.
-    @cached_property
+    @computed_once
     def workload_labels(self) -> dict[str, str]:
         """The labels of the object, falling back on this template's for keys it lacks."""
         return _merge_maps(self, "labels")
 
-    @cached_property
+    @computed_once
     def workload_annotations(self) -> dict[str, str]:
         """The annotations of the object, falling back on this template's for keys it lacks."""
         return _merge_maps(self, "annotations")
@@ -78,7 +100,7 @@ class PodTemplate:
             path=self.path, metadata=metadata, spec=spec, object_metadata=object_metadata
         )
         for name in ("workload_labels", "workload_annotations"):
-            if name in self.__dict__:  # read by cached_property
+            if name in self.__dict__:  # already computed (computed_once)
                 moved.__dict__[name] = self.__dict__[name]
         return moved
 
