@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import urllib3
 
@@ -64,6 +65,11 @@ def _pool(server: RunningServer) -> urllib3.HTTPSConnectionPool:
     )  # fmt: skip
 
 
+def _ready(pool: urllib3.HTTPSConnectionPool) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(pool.request("GET", "/readyz").data)
+    return body
+
+
 def _load_errors(pool: urllib3.HTTPSConnectionPool) -> float:
     for line in pool.request("GET", "/metrics").data.decode().splitlines():
         if line.startswith("mlgate_policy_load_errors_total"):
@@ -92,7 +98,10 @@ def test_edit_changes_decisions_and_broken_edit_keeps_last_good_set(
         # The last good set (latest allowed) stays in force in every worker.
         assert all("images.no-latest" not in _decide(pool)[1] for _ in range(8))
         assert "10-images.yaml:8: spec.validate.images.action" in server.log()
-        ready = json.loads(pool.request("GET", "/readyz").data)
+        # Each worker polls the folder on its own: wait until one that has seen it answers.
+        deadline = time.monotonic() + 10
+        while "policy_error" not in (ready := _ready(pool)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert ready["status"] == "ready"
         assert "expected one of: deny, warn, audit" in ready["policy_error"]
         pool.close()
