@@ -56,6 +56,7 @@ class MutationOutcome:
     changed_by: tuple[str, ...] = ()  # names of policies that changed something, in order
     mutators: tuple[str, ...] = ()  # names of mutators that changed something (for metrics)
     warnings: tuple[str, ...] = ()
+    opted_out: bool = False  # the workload says mlgate.io/inject: "false"
 
     @property
     def changed(self) -> bool:
@@ -69,12 +70,12 @@ def is_opted_out(obj: JsonObject) -> bool:
 
 def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     """Run the mutators of ``policies`` (already selected, in order) on a copy of ``obj``."""
-    runs = [(policy, enabled_mutators(policy.mutate)) for policy in policies]
-    if not any(mutators for _, mutators in runs):
-        return MutationOutcome(obj=obj)
     found = find_pod_templates(obj)
-    if not found or found[0].workload_annotations.get(INJECT_ANNOTATION) == "false":
-        return MutationOutcome(obj=obj)  # no pod spec, or opted out (as ``is_opted_out`` says)
+    if found and found[0].workload_annotations.get(INJECT_ANNOTATION) == "false":
+        return MutationOutcome(obj=obj, opted_out=True)  # as ``is_opted_out`` says
+    runs = [(policy, enabled_mutators(policy.mutate)) for policy in policies]
+    if not found or not any(mutators for _, mutators in runs):
+        return MutationOutcome(obj=obj)
     mutated, templates = make_working_copy(obj, found)
     changed_by: list[str] = []
     mutator_names: list[str] = []

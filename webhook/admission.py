@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from mutators import apply_all, is_opted_out
+from mutators import apply_all
 from mutators.diff import make_patch
 from policies.context import AdmissionContext, LookupFailure, QuotaStatus, UserInfo
 from policies.engine import Verdict, evaluate, summarize
@@ -171,9 +171,9 @@ class Admitter:
         if request.operation == "UPDATE" and request.kind in IMMUTABLE_ON_UPDATE:
             note = f"{request.kind} pod spec is immutable: UPDATE is not mutated"
             return Outcome(build_response(request.uid), "allow", note=note)
-        if is_opted_out(obj):
-            return Outcome(build_response(request.uid), "allow", note=f"{INJECT_ANNOTATION}: false")
         outcome = apply_all(obj, selected)
+        if outcome.opted_out:
+            return Outcome(build_response(request.uid), "allow", note=f"{INJECT_ANNOTATION}: false")
         patch = make_patch(obj, outcome.obj) if outcome.changed_by else []
         review = build_response(
             request.uid,
