@@ -130,9 +130,9 @@ class BackgroundHandler(logging.Handler):
         """Write ``records`` through the target; a stream gets them in one write and one flush.
 
         NOTE: ``StreamHandler.emit`` writes and flushes every record on its own: a system call
-        per decision line, which was most of the writer's cost on a loaded worker (bench/).
-        A subclass with an emit of its own (``FileHandler`` opens its file there) still goes
-        record by record, as does any other handler.
+        per decision line, where a batch needs one. A subclass with an emit of its own
+        (``FileHandler`` opens its file there) still goes record by record, as does any other
+        handler.
         """
         target = self.target
         if (
