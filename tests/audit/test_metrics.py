@@ -102,6 +102,20 @@ def test_dropped_audit_records_show_on_metrics() -> None:
     assert after - before == 3
 
 
+def run_script(script: str, *args: str) -> str:
+    """Run ``script`` in a fresh Python (no metrics directory inherited); its stdout."""
+    env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )
+    return result.stdout
+
+
 MULTIPROCESS_SCRIPT = textwrap.dedent(
     """
     import os, sys
@@ -136,16 +150,7 @@ def test_values_of_every_worker_process_are_summed(tmp_path: Path) -> None:
     directory = tmp_path / "metrics"
     directory.mkdir()
     (directory / "counter_999999.db").write_bytes(b"stale from an earlier run")
-    env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
-    result = subprocess.run(
-        [sys.executable, "-c", MULTIPROCESS_SCRIPT, str(directory)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={**env, "PYTHONPATH": str(ROOT)},
-    )
-    text = result.stdout
+    text = run_script(MULTIPROCESS_SCRIPT, str(directory))
     assert read_sample(text, "mlgate_admission_requests_total", decision="deny") == 6
     assert read_sample(text, "mlgate_admission_duration_seconds_count", webhook="validate") == 6
     assert read_sample(text, "mlgate_mutations_total", mutator="resource-defaults") == 3
@@ -167,16 +172,8 @@ def test_multiprocess_mode_must_come_before_any_metric_is_used(tmp_path: Path) -
             print("refused:", error)
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={**env, "PYTHONPATH": str(ROOT)},
-    )
-    assert result.stdout.startswith("refused:")
+    output = run_script(script, str(tmp_path))
+    assert output.startswith("refused:")
 
 
 FORK_SCRIPT = textwrap.dedent(
@@ -198,13 +195,5 @@ FORK_SCRIPT = textwrap.dedent(
 
 
 def test_a_forked_worker_does_not_add_its_parents_pending_counts(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != metrics.MULTIPROC_ENV}
-    result = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT, str(tmp_path / "metrics")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env={**env, "PYTHONPATH": str(ROOT)},
-    )
-    assert read_sample(result.stdout, "mlgate_mutations_total", mutator="gpu-scheduling") == 2
+    output = run_script(FORK_SCRIPT, str(tmp_path / "metrics"))
+    assert read_sample(output, "mlgate_mutations_total", mutator="gpu-scheduling") == 2
