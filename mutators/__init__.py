@@ -4,6 +4,6 @@ The webhook calls ``apply_all`` and derives the JSONPatch with ``make_patch``.
 """
 
 from mutators.diff import make_patch
-from mutators.pipeline import MutationOutcome, apply_all, is_opted_out
+from mutators.pipeline import MutationOutcome, apply_all
 
-__all__ = ["MutationOutcome", "apply_all", "is_opted_out", "make_patch"]
+__all__ = ["MutationOutcome", "apply_all", "make_patch"]

@@ -24,7 +24,7 @@ from mutators.memo import once_per_settings
 from mutators.result import MutatorResult
 from mutators.working_copy import make_working_copy
 from policies.model import MutateSpec, Policy
-from policies.podspec import find_pod_templates, workload_annotations
+from policies.podspec import find_pod_templates
 
 JsonObject = dict[str, Any]
 
@@ -63,16 +63,12 @@ class MutationOutcome:
         return bool(self.changed_by)
 
 
-def is_opted_out(obj: JsonObject) -> bool:
-    """Whether the workload says ``mlgate.io/inject: "false"`` (on itself or its pod template)."""
-    return workload_annotations(obj).get(INJECT_ANNOTATION) == "false"
-
-
 def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     """Run the mutators of ``policies`` (already selected, in order) on a copy of ``obj``."""
     found = find_pod_templates(obj)
+    # Opted out: ``mlgate.io/inject: "false"`` on the workload or its pod template.
     if found and found[0].workload_annotations.get(INJECT_ANNOTATION) == "false":
-        return MutationOutcome(obj=obj, opted_out=True)  # as ``is_opted_out`` says
+        return MutationOutcome(obj=obj, opted_out=True)
     runs = [(policy, enabled_mutators(policy.mutate)) for policy in policies]
     if not found or not any(mutators for _, mutators in runs):
         return MutationOutcome(obj=obj)
