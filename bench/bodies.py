@@ -4,6 +4,9 @@ Each webhook gets three bodies, sent in turn: a model Deployment, a GPU Deployme
 Pod. On ``/validate`` the two Deployments are denied (production namespace, no validation
 annotations; the GPU one also uses ``:latest``), which exercises the denial message and the
 audit records; the Pod is allowed.
+
+Every request carries a uid of its own (``Body.stamp``), as the API server's do: with the same
+uid sent over and over, the audit store would find each record already written and skip it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 REVIEWS = ROOT / "tests" / "fixtures" / "admission-reviews"
@@ -32,11 +37,27 @@ FIXTURES: dict[Webhook, tuple[str, ...]] = {
 }
 
 
+# The last group of a request uid (a UUID) is replaced by a counter: 12 hexadecimal digits.
+STAMP_DIGITS = 12
+
+
 @dataclass(frozen=True)
 class Body:
     name: str
     path: Path
     data: bytes
+
+    @property
+    def uid(self) -> str:
+        """The captured request's uid."""
+        uid: str = orjson.loads(self.data)["request"]["uid"]
+        return uid
+
+    def stamp(self, number: int) -> bytes:
+        """The body with a request uid of its own: the captured one ending in ``number``."""
+        uid = self.uid.encode()
+        stamped = uid[:-STAMP_DIGITS] + b"%0*x" % (STAMP_DIGITS, number % 16**STAMP_DIGITS)
+        return self.data.replace(uid, stamped, 1)
 
 
 def load_bodies(webhook: Webhook) -> tuple[Body, ...]:

@@ -23,25 +23,51 @@ from bench.servers import insecure_client_context
 
 Client = Literal["wrk", "python"]
 
-# wrk needs a script to POST bodies, to close connections, and to print percentiles.
+# What kube-apiserver v1.36 sends with every review (tests/fixtures/admission-reviews/README):
+# the webhook's timeoutSeconds as a query parameter, and these headers.
+QUERY = "?timeout=5s"
+HEADERS = {
+    "Content-Type": "application/json",
+    "Accept": "application/json, */*",
+    "Accept-Encoding": "gzip",
+    "User-Agent": "kube-apiserver-admission",
+}
+
+LUA_HEADERS = "{" + ", ".join(f'["{name}"] = "{value}"' for name, value in HEADERS.items()) + "}"
+
+# wrk needs a script to POST bodies, to give each request a uid of its own (the last 12 digits
+# of the captured uid become a counter, as ``Body.stamp`` does), to close connections, and to
+# print percentiles. Arguments: path, close|keep-alive, then a file and its uid per body.
 WRK_SCRIPT = """\
 local requests = {}
 local next_index = 0
+local sent = 0
+local threads = 0
+
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_number", threads)
+end
 
 function init(args)
-  local headers = {["Content-Type"] = "application/json"}
+  local headers = {HEADERS}
   if args[2] == "close" then headers["Connection"] = "close" end
-  for k = 3, #args do
+  for k = 3, #args, 2 do
     local file = assert(io.open(args[k], "rb"))
     local body = file:read("*a")
     file:close()
-    requests[#requests + 1] = wrk.format("POST", args[1], headers, body)
+    local request = wrk.format("POST", args[1], headers, body)
+    local _, last = request:find(args[k + 1], 1, true)
+    assert(last, "no uid " .. args[k + 1] .. " in " .. args[k])
+    requests[#requests + 1] = {request:sub(1, last - 12), request:sub(last + 1)}
   end
 end
 
 function request()
   next_index = next_index % #requests + 1
-  return requests[next_index]
+  sent = sent + 1
+  local parts = requests[next_index]
+  return parts[1] .. string.format("%04x%08x", thread_number, sent % 0x100000000) .. parts[2]
 end
 
 function done(summary, latency, _requests)
@@ -52,7 +78,7 @@ function done(summary, latency, _requests)
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
     latency:percentile(50), latency:percentile(90), latency:percentile(99)))
 end
-"""
+""".replace("{HEADERS}", LUA_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -132,7 +158,8 @@ def run_wrk(
     command = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
         "--timeout", "5s", "-s", str(script), url, "--",
-        path, "close" if new_connection else "keep-alive", *(str(b.path) for b in bodies),
+        path + QUERY, "close" if new_connection else "keep-alive",
+        *(str(arg) for b in bodies for arg in (b.path, b.uid)),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60)
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
@@ -159,7 +186,7 @@ def run_python_client(
     """``connections`` threads, each sending the bodies in turn for ``seconds``."""
     host, port = url.removeprefix("https://").rsplit(":", 1)
     context = insecure_client_context()
-    headers = {"Content-Type": "application/json"}
+    headers = dict(HEADERS)
     if new_connection:
         headers["Connection"] = "close"
     latencies: list[list[float]] = [[] for _ in range(connections)]
@@ -171,13 +198,14 @@ def run_python_client(
         conn: http.client.HTTPSConnection | None = None
         index = slot
         while time.perf_counter() < deadline:
-            body = bodies[index % len(bodies)].data
+            # A uid of its own for every request: slot in the high digits, a count below.
+            body = bodies[index % len(bodies)].stamp(slot << 32 | index)
             index += 1
             began = time.perf_counter()
             try:
                 if conn is None:
                     conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=5)
-                conn.request("POST", path, body=body, headers=headers)
+                conn.request("POST", path + QUERY, body=body, headers=headers)
                 response = conn.getresponse()
                 response.read()
                 if response.status != 200:

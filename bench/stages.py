@@ -10,6 +10,7 @@ the stages add up.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import statistics
@@ -234,7 +235,7 @@ def _wsgi_call(app: Any, webhook: Webhook, body: Body) -> Callable[[], object]:
     environ = {
         "REQUEST_METHOD": "POST",
         "PATH_INFO": f"/{webhook}",
-        "QUERY_STRING": "timeout=10s",
+        "QUERY_STRING": "timeout=5s",
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8443",
         "SERVER_PROTOCOL": "HTTP/1.1",
@@ -253,8 +254,11 @@ def _wsgi_call(app: Any, webhook: Webhook, body: Body) -> Callable[[], object]:
     def start_response(status: str, _headers: Any, _exc_info: Any = None) -> None:
         statuses.append(status)
 
+    sent = itertools.count()
+
     def call() -> object:
-        answer = b"".join(app({**environ, "wsgi.input": io.BytesIO(body.data)}, start_response))
+        data = body.stamp(next(sent))  # a uid of its own, as in the server runs
+        answer = b"".join(app({**environ, "wsgi.input": io.BytesIO(data)}, start_response))
         if not statuses.pop().startswith("200"):
             raise RuntimeError(f"/{webhook} {body.name}: {answer!r}")
         return answer
