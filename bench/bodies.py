@@ -12,6 +12,7 @@ uid sent over and over, the audit store would find each record already written a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -47,9 +48,9 @@ class Body:
     path: Path
     data: bytes
 
-    @property
+    @cached_property
     def uid(self) -> str:
-        """The captured request's uid."""
+        """The captured request's uid (parsed once: ``stamp`` runs for every request sent)."""
         uid: str = orjson.loads(self.data)["request"]["uid"]
         return uid
 
