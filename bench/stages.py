@@ -123,7 +123,7 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
 
 def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str, float]:
     """Each stage of one request, timed on the output of the stages before it."""
-    from webhook.app import decision_fields
+    from webhook.decisions import decision_fields
 
     costs: dict[str, float] = {}
 

@@ -15,16 +15,15 @@ from typing import Any
 import falcon
 import orjson
 
-from policies.results import CheckResult
 from webhook import metrics
 from webhook.admission import Admitter, ClusterLookups, NotReadyError, Outcome, Webhook
 from webhook.audit.record import AuditSink
+from webhook.decisions import decision_fields, log_decision
 from webhook.policystore import PolicyStore
 from webhook.review import AdmissionRequest, ReviewError, parse_review
 from webhook.settings import Settings
 
 log = logging.getLogger("mlgate.admission")
-decision_log = logging.getLogger("mlgate.decisions")
 
 JSON_TYPES = ("application/json",)
 
@@ -142,49 +141,8 @@ class AdmissionResource:
             metrics.count_mutations(outcome.mutators)
         fields = decision_fields(self.webhook, request, outcome, seconds)
         if timeout:
-            fields["timeout"] = (
-                timeout  # the API server gives up after this (webhook timeoutSeconds)
-            )
-        decision_log.info("admission", extra={"fields": fields})
-
-
-def decision_fields(
-    webhook: str, request: AdmissionRequest, outcome: Outcome, seconds: float
-) -> dict[str, Any]:
-    """The decision log line: who asked for what, what was decided and by which policies."""
-    fields: dict[str, Any] = {
-        "webhook": webhook,
-        "uid": request.uid,
-        "kind": request.kind,
-        "resource": request.resource + (f"/{request.sub_resource}" if request.sub_resource else ""),
-        "namespace": request.namespace,
-        "name": request.name,
-        "operation": request.operation,
-        "user": request.username,
-        "dry_run": request.dry_run,
-        "decision": outcome.decision,
-        "policies": list(outcome.policies),
-        "latency_ms": round(seconds * 1000, 3),
-    }
-    if outcome.mutators:
-        fields["mutators"] = list(outcome.mutators)
-    if outcome.note:
-        fields["note"] = outcome.note
-    failed = [r for r in outcome.results if r.failed]
-    if failed:
-        fields["results"] = [_result_fields(r) for r in failed]
-    fields.update(outcome.extra)
-    return fields
-
-
-def _result_fields(result: CheckResult) -> dict[str, str]:
-    return {
-        "policy": result.policy,
-        "rule": result.rule,
-        "action": result.action,
-        "status": result.status,
-        "message": result.message,
-    }
+            fields["timeout"] = timeout  # the API server gives up after this (timeoutSeconds)
+        log_decision(fields)
 
 
 class HealthResource:
