@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 import orjson
 
@@ -100,9 +99,12 @@ class ReviewError(Exception):
         self.uid = uid
 
 
-@dataclass(frozen=True)
-class AdmissionRequest:
-    """The parts of ``request`` that decisions use, checked and typed."""
+class AdmissionRequest(NamedTuple):
+    """The parts of ``request`` that decisions use, checked and typed.
+
+    A NamedTuple, as ``policies.workload.Workload``: one is made for every request, and a frozen
+    dataclass's ``__init__`` sets each of the fifteen fields through ``object.__setattr__``.
+    """
 
     uid: str
     operation: str
@@ -147,71 +149,79 @@ def parse_review(body: bytes) -> AdmissionRequest:
 
 
 def _parse_request(request: JsonObject, uid: str) -> AdmissionRequest:
-    def fail(reason: str) -> ReviewError:
-        return ReviewError(422, reason, uid=uid)
-
     operation = request.get("operation")
     if operation not in OPERATIONS:
-        raise fail(f"request.operation must be one of {', '.join(OPERATIONS)}, got {operation!r}")
-    gvk = _string_fields(request.get("kind"), "request.kind", ("group", "version", "kind"), fail)
-    gvr = _string_fields(
-        request.get("resource"), "request.resource", ("group", "version", "resource"), fail
+        raise _invalid(
+            uid, f"request.operation must be one of {', '.join(OPERATIONS)}, got {operation!r}"
+        )
+    gvk, gvr = request.get("kind"), request.get("resource")
+    group, version, kind = _strings(uid, gvk, "request.kind", "group", "version", "kind")
+    resource_group, _, resource = _strings(
+        uid, gvr, "request.resource", "group", "version", "resource"
     )
     user = request.get("userInfo")
     if user is None:
         user = {}
     if not isinstance(user, dict):
-        raise fail("request.userInfo must be an object")
+        raise _invalid(uid, "request.userInfo must be an object")
     groups = user.get("groups") or []
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise fail("request.userInfo.groups must be a list of strings")
+        raise _invalid(uid, "request.userInfo.groups must be a list of strings")
     obj, old_obj = request.get("object"), request.get("oldObject")
-    for field, value in (("object", obj), ("oldObject", old_obj)):
-        if value is not None and not isinstance(value, dict):
-            raise fail(f"request.{field} must be an object or null, got {_type(value)}")
-    if operation in ("CREATE", "UPDATE") and obj is None:
-        raise fail(f"request.object is required for {operation}")
+    if obj is not None and not isinstance(obj, dict):
+        raise _invalid(uid, f"request.object must be an object or null, got {_type(obj)}")
+    if old_obj is not None and not isinstance(old_obj, dict):
+        raise _invalid(uid, f"request.oldObject must be an object or null, got {_type(old_obj)}")
+    if obj is None and operation in ("CREATE", "UPDATE"):
+        raise _invalid(uid, f"request.object is required for {operation}")
     dry_run = request.get("dryRun", False)
     if not isinstance(dry_run, bool):
-        raise fail("request.dryRun must be true or false")
-    texts = {}
-    for field in ("subResource", "namespace", "name"):
-        value = request.get(field) or ""
-        if not isinstance(value, str):
-            raise fail(f"request.{field} must be a string")
-        texts[field] = value
-    username = user.get("username") or ""
-    if not isinstance(username, str):
-        raise fail("request.userInfo.username must be a string")
+        raise _invalid(uid, "request.dryRun must be true or false")
+    sub_resource = _optional_string(uid, request, "subResource")
+    namespace = _optional_string(uid, request, "namespace")
+    name = _optional_string(uid, request, "name")
+    username = _optional_string(uid, user, "username", where="request.userInfo")
     return AdmissionRequest(
-        uid=uid,
-        operation=operation,
-        group=gvk["group"],
-        version=gvk["version"],
-        kind=gvk["kind"],
-        resource_group=gvr["group"],
-        resource=gvr["resource"],
-        sub_resource=texts["subResource"],
-        namespace=texts["namespace"],
-        name=texts["name"] or _object_name(obj or old_obj),
-        username=username,
-        groups=tuple(groups),
-        obj=obj,
-        old_obj=old_obj,
-        dry_run=dry_run,
+        uid,
+        operation,
+        group,
+        version,
+        kind,
+        resource_group,
+        resource,
+        sub_resource,
+        namespace,
+        name or _object_name(obj or old_obj),
+        username,
+        tuple(groups),
+        obj,
+        old_obj,
+        dry_run,
     )
 
 
-def _string_fields(value: Any, where: str, fields: tuple[str, ...], fail: Any) -> dict[str, str]:
+def _invalid(uid: str, reason: str) -> ReviewError:
+    return ReviewError(422, reason, uid=uid)
+
+
+def _strings(uid: str, value: Any, where: str, *fields: str) -> list[str]:
+    """The string ``fields`` of the object ``value``, in order; only ``group`` may be empty."""
     if not isinstance(value, dict):
-        raise fail(f"{where} is missing or not an object")
-    out = {}
+        raise _invalid(uid, f"{where} is missing or not an object")
+    out = []
     for field in fields:
         text = value.get(field, "")
-        if not isinstance(text, str) or (field != "group" and not text):
-            raise fail(f"{where}.{field} must be a non-empty string")
-        out[field] = text
+        if not isinstance(text, str) or (not text and field != "group"):
+            raise _invalid(uid, f"{where}.{field} must be a non-empty string")
+        out.append(text)
     return out
+
+
+def _optional_string(uid: str, parent: JsonObject, field: str, *, where: str = "request") -> str:
+    value = parent.get(field) or ""
+    if not isinstance(value, str):
+        raise _invalid(uid, f"{where}.{field} must be a string")
+    return value
 
 
 def _object_name(obj: JsonObject | None) -> str:
