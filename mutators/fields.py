@@ -85,16 +85,6 @@ def ensure_list(node: JsonObject, key: str) -> list[Any]:
     return value
 
 
-def find_named(items: Any, name: str, *, key: str = "name") -> int | None:
-    """The index of the first object in ``items`` whose ``key`` is ``name``."""
-    if not isinstance(items, list):
-        return None
-    for index, item in enumerate(items):
-        if isinstance(item, dict) and item.get(key) == name:
-            return index
-    return None
-
-
 def fill_named(
     node: JsonObject, list_key: str, *, item: JsonObject, override: bool, key: str = "name"
 ) -> Fill:
@@ -103,18 +93,23 @@ def fill_named(
     An existing entry that differs is replaced only with ``override``. Used for volumes (by
     name), volume mounts (by mountPath) and env vars (by name), so none is ever duplicated.
     """
+    # NOTE: the search and ensure_list written out here: called for every env var of every
+    # container, two more calls were most of this helper's instructions.
     items = node.get(list_key)
-    index = find_named(items, item[key], key=key)
-    if index is None:
-        ensure_list(node, list_key).append(item)
+    if not isinstance(items, list):
+        node[list_key] = [item]
         return "added"
-    assert isinstance(items, list)  # find_named found it there
-    if same_json(items[index], item):
-        return "same"
-    if not override:
-        return "kept"
-    items[index] = item
-    return "replaced"
+    name = item[key]
+    for index, existing in enumerate(items):
+        if isinstance(existing, dict) and existing.get(key) == name:
+            if same_json(existing, item):
+                return "same"
+            if not override:
+                return "kept"
+            items[index] = item
+            return "replaced"
+    items.append(item)
+    return "added"
 
 
 def normalise_path(path: str) -> str:

@@ -38,19 +38,26 @@ def mutate_pod(
 ) -> MutatorResult:
     """Fill in the default requests and limits of every container of ``template``."""
     del obj  # the rule needs nothing beyond the pod spec
-    default_requests, default_limits, names, policy_warnings = _policy_defaults(settings)
+    defaults, policy_warnings = _policy_defaults(settings)
     warnings = list(policy_warnings)
     changed = False
     for list_name, container in iter_containers(template.spec, RESOURCE_CONTAINER_LISTS):
-        who = container_label(list_name, container)
-        for name in names:
+        # NOTE: requests and limits are read once for all the resources, not once per resource.
+        # Each resource reads and writes only its own key, so what is read here stays right for
+        # the next one, even after _set_resource made a dict that was missing.
+        resources = container.get("resources")
+        requests = _amounts(resources, "requests")
+        limits = _amounts(resources, "limits")
+        for name, default_request, default_limit in defaults:
             changed |= _default_resource(
                 container,
                 name,
-                default_request=default_requests.get(name),
-                default_limit=default_limits.get(name),
+                request=requests.get(name),
+                limit=limits.get(name),
+                default_request=default_request,
+                default_limit=default_limit,
                 override=settings.override,
-                who=who,
+                list_name=list_name,
                 warnings=warnings,
             )
     return MutatorResult(changed=changed, warnings=tuple(warnings))
@@ -59,9 +66,10 @@ def mutate_pod(
 @once_per_settings
 def _policy_defaults(
     settings: ResourceDefaultsSettings,
-) -> tuple[dict[str, str], dict[str, str], tuple[str, ...], tuple[str, ...]]:
-    """The policy's default requests and limits that are quantities, the resource names, and a
-    warning for each default left out (the loader should have refused it; never raise here)."""
+) -> tuple[tuple[tuple[str, str | None, str | None], ...], tuple[str, ...]]:
+    """(resource name, default request, default limit) of each resource the policy names, the
+    defaults that are not quantities left out, and a warning for each of those (the loader should
+    have refused it; never raise here)."""
     default_requests = dict(settings.requests)
     default_limits = dict(settings.limits)
     warnings: list[str] = []
@@ -70,27 +78,34 @@ def _policy_defaults(
             if not _is_quantity(value):
                 warnings.append(f"policy default {name}: {value!r} is not a quantity; ignored")
                 del defaults[name]
-    names = tuple(dict.fromkeys([*default_requests, *default_limits]))
-    return default_requests, default_limits, names, tuple(warnings)
+    names = dict.fromkeys([*default_requests, *default_limits])
+    return (
+        tuple((name, default_requests.get(name), default_limits.get(name)) for name in names),
+        tuple(warnings),
+    )
+
+
+def _amounts(resources: Any, kind: str) -> JsonObject:
+    """``resources[kind]`` (requests or limits) to read from; empty when there is none."""
+    amounts = resources.get(kind) if isinstance(resources, dict) else None
+    return amounts if isinstance(amounts, dict) else {}
 
 
 def _default_resource(
     container: JsonObject,
     name: str,
     *,
+    request: Any,
+    limit: Any,
     default_request: str | None,
     default_limit: str | None,
     override: bool,
-    who: str,
+    list_name: str,
     warnings: list[str],
 ) -> bool:
-    resources = container.get("resources")
-    requests = resources.get("requests") if isinstance(resources, dict) else None
-    limits = resources.get("limits") if isinstance(resources, dict) else None
-    request = requests.get(name) if isinstance(requests, dict) else None
-    limit = limits.get(name) if isinstance(limits, dict) else None
     for kind, value in (("request", request), ("limit", limit)):
         if value is not None and not _is_quantity(value):
+            who = container_label(list_name, container)
             warnings.append(f"{who}: {name} {kind} {value!r} is not a quantity; left alone")
             return False
 
@@ -105,6 +120,7 @@ def _default_resource(
     elif request is not None and limit is None and default_limit is not None:
         if parse_quantity(request) > parse_quantity(default_limit):
             new_limit = request
+            who = container_label(list_name, container)
             warnings.append(
                 f"{who}: {name} limit set to its request {request} "
                 f"(above the default limit {default_limit})"
