@@ -66,10 +66,8 @@ def mutate_pod(
     for container in app_containers(spec):
         if mount_config:
             changed |= _mount_config(container, settings=settings, warnings=warnings)
-        for name, value in env:
-            item = {"name": name, "value": value}
-            fill = fill_named(container, "env", item=item, override=settings.override)
-            changed |= fill in ("added", "replaced")
+        if env:
+            changed |= _fill_env(container, env, override=settings.override)
         if secret is not None and not _has_secret_ref(container, secret):
             ensure_list(container, "envFrom").append({"secretRef": {"name": secret}})
             changed = True
@@ -103,6 +101,34 @@ def _mount_config(
         fill_named(container, "volumeMounts", item=mount, override=False, key="mountPath")
         == "added"
     )
+
+
+def _fill_env(container: JsonObject, env: list[tuple[str, str]], *, override: bool) -> bool:
+    """``fill_named`` of each ``(name, value)`` into the container's env: whether any changed.
+
+    NOTE: one walk over the container's env for all the variables, rather than one per variable
+    (``fill_named``), which was a fifth of this mutator's instructions.
+    """
+    current = container.get("env")
+    if not isinstance(current, list):
+        current = container["env"] = []
+    where: dict[str, int] = {}  # the index of the first entry of each name
+    for position, existing in enumerate(current):
+        if isinstance(existing, dict) and isinstance(name := existing.get("name"), str):
+            where.setdefault(name, position)
+    changed = False
+    for name, value in env:
+        item = {"name": name, "value": value}
+        index = where.get(name)
+        if index is None:
+            where[name] = len(current)
+            current.append(item)
+            changed = True
+        # ``!=`` is ``not same_json`` here: the item holds strings only, equal to nothing else.
+        elif override and current[index] != item:
+            current[index] = item
+            changed = True
+    return changed
 
 
 def _has_secret_ref(container: JsonObject, secret: str) -> bool:

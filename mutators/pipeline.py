@@ -69,8 +69,11 @@ def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     # Opted out: ``mlgate.io/inject: "false"`` on the workload or its pod template.
     if found and found[0].workload_annotations.get(INJECT_ANNOTATION) == "false":
         return MutationOutcome(obj=obj, opted_out=True)
-    runs = [(policy, enabled_mutators(policy.mutate)) for policy in policies]
-    if not found or not any(mutators for _, mutators in runs):
+    # The policies that mutate at all, with their mutators (most selected policies only check).
+    runs = [
+        (policy, mutators) for policy in policies if (mutators := enabled_mutators(policy.mutate))
+    ]
+    if not found or not runs:
         return MutationOutcome(obj=obj)
     mutated, templates = make_working_copy(obj, found)
     changed_by: list[str] = []

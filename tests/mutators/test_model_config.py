@@ -101,6 +101,26 @@ CASES: list[Any] = [
         id="author-env-from-field-ref-kept",
     ),
     pytest.param(
+        pod(container(env=None)),
+        DEFAULTS,
+        {"spec.containers.0.env": [BATCH]},
+        [],
+        id="null-env-becomes-a-list",
+    ),
+    pytest.param(
+        pod(container(env=[{"name": "B", "value": "2"}, {"name": "C", "value": "3"}])),
+        replace(OVERRIDE, default_env=(EnvVar("A", "1"), EnvVar("B", "9"), EnvVar("C", "3"))),
+        {
+            "spec.containers.0.env": [
+                {"name": "B", "value": "9"},
+                {"name": "C", "value": "3"},
+                {"name": "A", "value": "1"},
+            ]
+        },
+        [],
+        id="override-replaces-in-place-and-appends-the-rest",
+    ),
+    pytest.param(
         pod(annotations={"mlgate.io/model-config": "Not_A_Name"}),
         DEFAULTS,
         {"spec.volumes": None, "spec.containers.0.env": [BATCH]},
