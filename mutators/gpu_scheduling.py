@@ -135,13 +135,9 @@ def _annotated_count(
     return int(value)
 
 
-def _gpu_amount(container: JsonObject, kind: str, *, gpu: str) -> Any:
-    return read_field(container, "resources", kind, gpu)
-
-
 def _asks_for_gpu(container: JsonObject, gpu: str) -> bool:
     for kind in ("requests", "limits"):
-        value = _gpu_amount(container, kind, gpu=gpu)
+        value = read_field(container, "resources", kind, gpu)
         if value is None:
             continue
         try:
@@ -156,8 +152,8 @@ def _pair_gpu_amounts(
     container: JsonObject, gpu: str, *, override: bool, who: str, warnings: list[str]
 ) -> bool:
     """Put the GPU count in both requests and limits; the limit wins an override."""
-    request = _gpu_amount(container, "requests", gpu=gpu)
-    limit = _gpu_amount(container, "limits", gpu=gpu)
+    request = read_field(container, "resources", "requests", gpu)
+    limit = read_field(container, "resources", "limits", gpu)
     if limit is None:
         _set_gpu(container, "limits", gpu=gpu, value=request)
         return True
