@@ -43,7 +43,7 @@ MUTATORS: tuple[tuple[str, Callable[[MutateSpec], Any], Mutator], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class MutationOutcome:
     """What the mutators did to one object.
 
@@ -57,6 +57,23 @@ class MutationOutcome:
     mutators: tuple[str, ...] = ()  # names of mutators that changed something (for metrics)
     warnings: tuple[str, ...] = ()
     opted_out: bool = False  # the workload says mlgate.io/inject: "false"
+
+    # NOTE: as mutators.result.MutatorResult: filling __dict__ costs a third of the generated
+    # __init__ of a frozen dataclass (object.__setattr__ per field). Still frozen.
+    def __init__(
+        self,
+        obj: JsonObject,
+        changed_by: tuple[str, ...] = (),
+        mutators: tuple[str, ...] = (),
+        warnings: tuple[str, ...] = (),
+        opted_out: bool = False,
+    ) -> None:
+        fields = self.__dict__
+        fields["obj"] = obj
+        fields["changed_by"] = changed_by
+        fields["mutators"] = mutators
+        fields["warnings"] = warnings
+        fields["opted_out"] = opted_out
 
     @property
     def changed(self) -> bool:
