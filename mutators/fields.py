@@ -93,8 +93,8 @@ def fill_named(
     An existing entry that differs is replaced only with ``override``. Used for volumes (by
     name), volume mounts (by mountPath) and env vars (by name), so none is ever duplicated.
     """
-    # NOTE: the search and ensure_list written out here: called for every env var of every
-    # container, two more calls were most of this helper's instructions.
+    # NOTE: the search and ensure_list written out here: two calls fewer for every volume and
+    # mount filled in.
     items = node.get(list_key)
     if not isinstance(items, list):
         node[list_key] = [item]
