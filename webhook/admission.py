@@ -16,10 +16,11 @@ from typing import Any, Literal, Protocol
 
 from mutators import apply_all
 from mutators.diff import make_patch
+from mutators.pipeline import enabled_mutators
 from policies.context import AdmissionContext, LookupFailure, QuotaStatus, UserInfo
 from policies.engine import Verdict, evaluate, summarize
 from policies.matching import select_policies, subject_object
-from policies.model import PolicySet
+from policies.model import Policy, PolicySet
 from policies.podspec import find_pod_templates, iter_containers, template_path
 from policies.results import CheckResult
 from webhook.audit.record import AuditRecord
@@ -89,6 +90,7 @@ class Admitter:
         self.cluster = cluster
         self.exempt_namespaces = ALWAYS_EXEMPT_NAMESPACES | {own_namespace}
         self.clock = clock
+        self._split: tuple[PolicySet, dict[Webhook, tuple[Policy, ...]]] | None = None
 
     def admit(self, webhook: Webhook, request: AdmissionRequest) -> Outcome:
         policy_set = self.policies.current
@@ -98,12 +100,21 @@ class Admitter:
         if skip:
             return Outcome(review=build_response(request.uid), decision="skip", note=skip)
         ctx = self._build_context(request, quotas_needed=webhook == "validate")
-        selected = select_policies(ctx, policy_set.policies)
+        selected = select_policies(ctx, self._policies_for(webhook, policy_set))
         if webhook == "mutate":
             return self._mutate(ctx, request, selected)
         return self._validate(ctx, request, selected)
 
     # --- steps ------------------------------------------------------------------------------
+
+    def _policies_for(self, webhook: Webhook, policy_set: PolicySet) -> tuple[Policy, ...]:
+        """The policies of the set that ``webhook`` acts on, worked out once per set."""
+        split = self._split
+        if split is None or split[0] is not policy_set:
+            # NOTE: matching a policy costs more than this test, and most policies only mutate
+            # or only check; a reload replaces the set, and with it this (bench/).
+            split = self._split = (policy_set, split_by_webhook(policy_set.policies))
+        return split[1][webhook]
 
     def _reason_to_skip(self, webhook: Webhook, request: AdmissionRequest) -> str:
         if request.operation in ("DELETE", "CONNECT"):
@@ -162,12 +173,12 @@ class Admitter:
         )
 
     def _mutate(
-        self, ctx: AdmissionContext, request: AdmissionRequest, selected: list[Any]
+        self, ctx: AdmissionContext, request: AdmissionRequest, selected: list[Policy]
     ) -> Outcome:
         obj = request.obj
         assert obj is not None  # CREATE and UPDATE carry an object (checked by parse_review)
         if not selected:
-            return Outcome(build_response(request.uid), "allow", note="no policy matches")
+            return Outcome(build_response(request.uid), "allow", note="no mutating policy matches")
         if request.operation == "UPDATE" and request.kind in IMMUTABLE_ON_UPDATE:
             note = f"{request.kind} pod spec is immutable: UPDATE is not mutated"
             return Outcome(build_response(request.uid), "allow", note=note)
@@ -189,10 +200,12 @@ class Admitter:
         )
 
     def _validate(
-        self, ctx: AdmissionContext, request: AdmissionRequest, selected: list[Any]
+        self, ctx: AdmissionContext, request: AdmissionRequest, selected: list[Policy]
     ) -> Outcome:
         if not selected:
-            return Outcome(build_response(request.uid), "allow", note="no policy matches")
+            return Outcome(
+                build_response(request.uid), "allow", note="no validating policy matches"
+            )
         results = evaluate(ctx, selected)
         verdict = summarize(results)
         review = build_response(
@@ -209,6 +222,19 @@ class Admitter:
             results=tuple(results),
             records=tuple(build_audit_records(ctx, verdict)),
         )
+
+
+def split_by_webhook(policies: tuple[Policy, ...]) -> dict[Webhook, tuple[Policy, ...]]:
+    """In set order: the policies that turn on a mutator, and those that turn on a check."""
+    return {
+        "mutate": tuple(p for p in policies if enabled_mutators(p.mutate)),
+        "validate": tuple(p for p in policies if validates(p)),
+    }
+
+
+def validates(policy: Policy) -> bool:
+    spec = policy.validate
+    return spec.quota is not None or spec.images is not None or spec.labels is not None
 
 
 def denial_message(ctx: AdmissionContext, verdict: Verdict) -> str:
