@@ -23,7 +23,7 @@ from policies.matching import select_policies, subject_object
 from policies.model import Policy, PolicySet
 from policies.podspec import find_pod_templates, iter_containers, template_path
 from policies.results import CheckResult
-from webhook.audit.record import AuditRecord
+from webhook.audit.record import AuditRecord, RequestFields
 from webhook.review import AdmissionRequest, AdmissionReviewWire, build_response
 
 log = logging.getLogger("mlgate.admission")
@@ -256,6 +256,9 @@ def workload_kind_name(ctx: AdmissionContext) -> str:
 
 def build_audit_records(ctx: AdmissionContext, verdict: Verdict) -> list[AuditRecord]:
     """One record per rule that denied, warned or audited."""
+    acted = (*verdict.denials, *verdict.warnings, *verdict.audits)
+    if not acted:
+        return []
     obj = subject_object(ctx) or {}
     images = tuple(
         dict.fromkeys(
@@ -266,26 +269,24 @@ def build_audit_records(ctx: AdmissionContext, verdict: Verdict) -> list[AuditRe
         )
     )
     kind = workload_kind_name(ctx)
-    owner = f"{kind}/{ctx.name}"
+    request: RequestFields = {
+        "time": ctx.now,
+        "uid": ctx.uid,
+        "operation": ctx.operation,
+        "kind": kind,
+        "namespace": ctx.namespace,
+        "name": ctx.name,
+        "username": ctx.user.username,
+        "groups": ctx.user.groups,
+        "dry_run": ctx.dry_run,
+        "images": images,
+        "owner": f"{kind}/{ctx.name}",
+    }
     return [
-        AuditRecord(
-            time=ctx.now,
-            uid=ctx.uid,
-            operation=ctx.operation,
-            kind=kind,
-            namespace=ctx.namespace,
-            name=ctx.name,
-            username=ctx.user.username,
-            groups=ctx.user.groups,
-            dry_run=ctx.dry_run,
-            policy=r.policy,
-            rule=r.rule,
-            action=r.action,
-            message=r.message,
-            images=images,
-            owner=owner,
+        AuditRecord.of_rule(
+            request, policy=r.policy, rule=r.rule, action=r.action, message=r.message
         )
-        for r in (*verdict.denials, *verdict.warnings, *verdict.audits)
+        for r in acted
     ]
 
 
