@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
@@ -92,6 +93,11 @@ class AuditRecord:
         fields["action"] = action
         fields["message"] = message
         return record
+
+
+# The values of a record's request fields, as a tuple in ``RequestFields`` order: records that
+# hold equal ones share everything but the rule (the writer encodes that part once for them).
+request_values = operator.attrgetter(*RequestFields.__annotations__)
 
 
 class AuditSink(Protocol):

@@ -36,7 +36,7 @@ from webhook.audit.database import (
     open_audit_database,
 )
 from webhook.audit.record import AuditRecord, AuditSink
-from webhook.audit.wire import format_json_line
+from webhook.audit.wire import format_json_line, format_json_lines
 
 audit_log = logging.getLogger("mlgate.audit")
 log = logging.getLogger("mlgate.audit.store")
@@ -216,7 +216,7 @@ class AuditStore:
         if batch and audit_log.isEnabledFor(logging.INFO):
             # One call for the whole batch: the same lines, without the logging machinery's
             # per-call cost for every record (bench/).
-            audit_log.info("\n".join(format_json_line(record) for record in batch))
+            audit_log.info(format_json_lines(batch))
         if not batch:
             return database
         delay = self.settings.retry_delay
