@@ -14,7 +14,7 @@ One ``AuditDatabase`` holds one connection and is used by one thread at a time.
 from __future__ import annotations
 
 import abc
-import base64
+import binascii
 import contextlib
 import datetime as dt
 import hashlib
@@ -113,6 +113,8 @@ COLUMNS = (
     "owner",
     "fingerprint",
 )
+# base64 -> base64url
+URLSAFE = bytes.maketrans(b"+/", b"-_")
 # What reports may group by, mapped to SQL; nothing else reaches a query as an identifier.
 GROUPINGS = {
     "policy": "policy",
@@ -179,10 +181,12 @@ def fingerprint_record(record: AuditRecord) -> str:
     their unique index of its own, and with the full 64 hex digits that index was the largest
     part of an insert (a batch of 70 records: ~29 -> ~24 us per record, index and all). Rows
     written before keep their 64-digit fingerprints; only a request retried across an upgrade
-    could be recorded twice.
+    could be recorded twice. ``binascii`` and ``translate`` give what
+    ``base64.urlsafe_b64encode`` gives, without its two Python calls.
     """
     key = "\x1f".join((record.uid, record.policy, record.rule, record.action, record.message))
-    return base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()[:16]).decode()[:22]
+    digest = hashlib.sha256(key.encode()).digest()[:16]
+    return binascii.b2a_base64(digest, newline=False)[:22].translate(URLSAFE).decode()
 
 
 def encode_record(record: AuditRecord) -> tuple[Any, ...]:
