@@ -19,6 +19,8 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 FLUSH_TIMEOUT = 5.0
 # How long the writer lets records gather; lines appear at most this late. Long enough that
@@ -26,6 +28,48 @@ FLUSH_TIMEOUT = 5.0
 LINGER = 0.01
 # After this long without a record the writer stops polling and blocks until the next one.
 IDLE_AFTER = 1.0
+
+
+Item = TypeVar("Item")
+
+
+class QueuePoller:
+    """How a writer thread waits for the next item of its queue: polling while busy.
+
+    NOTE: while items keep coming, poll every ``linger``: a put that wakes a thread blocked on
+    the queue makes a system call with the GIL held, and the woken writer often takes the
+    request thread's core (bench/: 5% of a loaded worker's GIL time was in the log queue's
+    put(), 4% in the audit store's); a put that finds the writer asleep here costs nothing.
+    After ``idle_after`` without an item, block until the next one instead.
+    """
+
+    def __init__(self, *, linger: float, idle_after: float) -> None:
+        self.linger = linger
+        self.idle_after = idle_after
+        self.quiet = 0.0  # seconds polled in a row without finding anything
+
+    def wait(
+        self,
+        items: queue.SimpleQueue[Item] | queue.Queue[Item],
+        *,
+        gather: Callable[[Item], bool] = lambda _item: True,
+    ) -> Item:
+        """The next item; if it woke the writer from blocking and ``gather(item)``, first wait
+        ``linger`` so that the items which follow it are taken in the same batch."""
+        while self.quiet < self.idle_after:
+            time.sleep(self.linger)
+            try:
+                item = items.get_nowait()
+            except queue.Empty:
+                self.quiet += self.linger
+                continue
+            self.quiet = 0.0
+            return item
+        item = items.get()  # idle: the next put wakes the writer
+        if gather(item):
+            time.sleep(self.linger)
+        self.quiet = 0.0
+        return item
 
 
 class BackgroundHandler(logging.Handler):
@@ -85,24 +129,9 @@ class BackgroundHandler(logging.Handler):
             self._pid = os.getpid()
 
     def _write_records(self) -> None:
-        quiet = 0.0
+        poller = QueuePoller(linger=LINGER, idle_after=IDLE_AFTER)
         while True:
-            if quiet < IDLE_AFTER:
-                # NOTE: while records keep coming, poll: a put that wakes a thread blocked on
-                # the queue makes a system call with the GIL held, and the woken writer often
-                # takes the request thread's core (bench/: 5% of a loaded worker's GIL time
-                # was in put()); a put that finds the writer asleep here costs nothing.
-                time.sleep(LINGER)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    quiet += LINGER
-                    continue
-            else:
-                item = self._queue.get()  # idle: the next record wakes the writer
-                if isinstance(item, logging.LogRecord):
-                    time.sleep(LINGER)  # let the records that follow it gather
-            quiet = 0.0
+            item = poller.wait(self._queue, gather=lambda i: isinstance(i, logging.LogRecord))
             if not self._write_queued(item):
                 return
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from webhook.logwriter import BackgroundHandler
+from webhook.logwriter import BackgroundHandler, QueuePoller
 
 
 class ClosingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -111,3 +113,28 @@ def test_a_record_that_cannot_be_formatted_costs_only_itself(
     handler.close()
     assert path.read_text().splitlines() == ["before", "after"]
     assert "not a number" in capsys.readouterr().err
+
+
+def test_queue_poller_polls_while_busy_and_blocks_once_idle() -> None:
+    items: queue.SimpleQueue[str] = queue.SimpleQueue()
+    poller = QueuePoller(linger=0.001, idle_after=0.005)
+    items.put("first")
+    assert poller.wait(items) == "first"
+    assert poller.quiet == 0.0
+
+    # Nothing comes: it polls until idle_after, then blocks until the next put.
+    threading.Timer(0.05, items.put, args=("late",)).start()
+    started = time.monotonic()
+    assert poller.wait(items, gather=lambda _item: False) == "late"
+    assert time.monotonic() - started >= 0.04
+    assert poller.quiet == 0.0  # busy again: the next wait polls
+
+
+def test_queue_poller_lets_followers_gather_after_a_wake_up() -> None:
+    items: queue.SimpleQueue[str] = queue.SimpleQueue()
+    poller = QueuePoller(linger=0.2, idle_after=0.0)  # blocks at once
+    threading.Timer(0.01, lambda: (items.put("a"), items.put("b"))).start()
+    started = time.monotonic()
+    assert poller.wait(items, gather=lambda item: item == "a") == "a"
+    assert time.monotonic() - started >= 0.2  # waited linger for "b" to join the batch
+    assert items.get_nowait() == "b"

@@ -37,6 +37,7 @@ from webhook.audit.database import (
 )
 from webhook.audit.record import AuditRecord, AuditSink
 from webhook.audit.wire import format_json_line, format_json_lines
+from webhook.logwriter import QueuePoller
 
 audit_log = logging.getLogger("mlgate.audit")
 log = logging.getLogger("mlgate.audit.store")
@@ -103,7 +104,7 @@ class AuditStore:
         self._queue: queue.Queue[list[AuditRecord] | object] = queue.Queue(settings.queue_size)
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._quiet = 0.0  # seconds the writer has polled and found nothing
+        self._poller = QueuePoller(linger=settings.linger, idle_after=settings.idle_after)
 
     # --- the request path -----------------------------------------------------------------
 
@@ -175,28 +176,13 @@ class AuditStore:
             database.close()
 
     def _take_batch(self) -> tuple[list[AuditRecord], bool]:
-        """Wait for submissions, then take what is queued, up to a batch; True: stop after.
-
-        NOTE: while submissions keep coming the writer polls every ``linger``: a put that
-        wakes a thread blocked on the queue makes a system call with the GIL held, and the
-        woken writer often takes the request thread's core (bench/: ~4% of a loaded worker's
-        GIL time was in ``submit``). After ``idle_after`` without one it blocks instead.
-        """
+        """Wait for submissions (``QueuePoller``: polling while they keep coming), then take
+        what is queued, up to a batch; True: stop after."""
         batch: list[AuditRecord] = []
-        while True:
-            if self._quiet < self.settings.idle_after:
-                time.sleep(self.settings.linger)
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    self._quiet += self.settings.linger
-                    continue
-            else:
-                item = self._queue.get()  # idle: the next submission wakes the writer
-                if item is not _STOP and self._queue.qsize() < self.settings.batch_size:
-                    time.sleep(self.settings.linger)
-            self._quiet = 0.0
-            break
+        item = self._poller.wait(
+            self._queue,
+            gather=lambda i: i is not _STOP and self._queue.qsize() < self.settings.batch_size,
+        )
         while True:
             if item is _STOP:
                 return batch, True
