@@ -60,6 +60,8 @@ def evaluate(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[CheckRes
     labels: Mapping[str, str] | None = None  # the workload's, read for the first exemption
     results: list[CheckResult] = []
     for policy in policies:
+        if not policy.validate.checks:  # a policy that only mutates
+            continue
         checked = run_checks(ctx, workload, policy=policy)
         if not policy.exemptions:
             results += checked
@@ -81,25 +83,21 @@ def exemption_labels(ctx: AdmissionContext, workload: Workload) -> Mapping[str, 
     return workload_labels(target) if isinstance(target, dict) else {}
 
 
-# The checks in the order their results come; each is turned on by the ValidateSpec field of
-# its name, whose settings it is given.
+# Each check by the ValidateSpec field that turns it on and holds its settings.
 Check = Callable[..., list[CheckResult]]
-CHECKS: tuple[tuple[str, Check], ...] = (
-    ("quota", check_quota),
-    ("images", check_images),
-    ("labels", check_validation_labels),
-)
+CHECKS: Mapping[str, Check] = {
+    "quota": check_quota,
+    "images": check_images,
+    "labels": check_validation_labels,
+}
 
 
 def run_checks(ctx: AdmissionContext, workload: Workload, *, policy: Policy) -> list[CheckResult]:
     """The results of each check the policy turns on, in a fixed order: quota, images, labels."""
     results: list[CheckResult] = []
-    for name, check in CHECKS:
-        settings = getattr(policy.validate, name)
-        if settings is None:
-            continue
+    for name, settings in policy.validate.checks:
         try:
-            results += check(ctx, workload, policy=policy, settings=settings)
+            results += CHECKS[name](ctx, workload, policy=policy, settings=settings)
         except Exception as error:
             # NOTE: a check that raises is a bug of ours; the request gets the check's action
             # and a message naming it, rather than a 500 that the API server's failurePolicy

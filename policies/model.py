@@ -224,6 +224,9 @@ class ValidationLabelSettings:
     require_validated: bool = True
 
 
+CheckSettings = QuotaSettings | ImageSettings | ValidationLabelSettings
+
+
 @dataclass(frozen=True)
 class ValidateSpec:
     """Settings of each check; None: that check is off for this policy."""
@@ -233,6 +236,15 @@ class ValidateSpec:
     labels: ValidationLabelSettings | None = None
     # Per-rule action overrides by rule id ("images.tag-matches-version" -> "warn").
     rule_actions: tuple[tuple[str, Action], ...] = ()
+    # (field name, settings) of each check turned on, in the order above; set by __post_init__.
+    checks: tuple[tuple[str, CheckSettings], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # NOTE: worked out once, when the policy is loaded: the engine asks it of every selected
+        # policy on every request, and most policies turn on one check or none.
+        checks = (("quota", self.quota), ("images", self.images), ("labels", self.labels))
+        on = tuple((name, settings) for name, settings in checks if settings is not None)
+        object.__setattr__(self, "checks", on)
 
 
 # --- the policy ---------------------------------------------------------------------------------
