@@ -187,10 +187,10 @@ def workload_annotations(obj: JsonObject) -> dict[str, str]:
 
 
 def _merge_maps(template: PodTemplate, key: str) -> dict[str, str]:
-    return {
-        **_str_map(template.metadata.get(key)),
-        **_str_map(template.object_metadata.get(key)),
-    }
+    merged = _str_map(template.metadata.get(key))
+    if template.object_metadata is not template.metadata:  # a Pod's are one and the same
+        merged.update(_str_map(template.object_metadata.get(key)))
+    return merged
 
 
 def _metadata(obj: JsonObject) -> JsonObject:
