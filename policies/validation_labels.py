@@ -11,6 +11,7 @@ checked on the workload the author applied.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -165,9 +166,7 @@ def _check_score(
     action: Action,
     workload: str,
 ) -> CheckResult:
-    path = f"metadata.annotations.{annotation}"
-    limit = f"at least {bound}" if minimum else f"at most {bound}"
-    what = "accuracy" if minimum else "bias score"
+    path, limit, what = _score_terms(annotation, bound, minimum)
     if raw is None:
         message = (
             f"{workload} has no annotation {annotation}; the ML pipeline must write the "
@@ -203,6 +202,18 @@ def _check_score(
     return CheckResult(
         policy.name, rule, "pass", f"{workload} has {annotation}={raw} ({limit})", action, path
     )
+
+
+@functools.lru_cache(maxsize=256, typed=True)  # typed: a bound of 1 is worded "1", of 1.0 "1.0"
+def _score_terms(annotation: str, bound: float, minimum: bool) -> tuple[str, str, str]:
+    """(path, limit, what) of a score rule: ``metadata.annotations.<annotation>``,
+    ``at least 0.85``, ``accuracy``.
+
+    Remembered: they come from the policy's settings alone, and formatting the float bound
+    cost more than the rest of the rule (callgrind: ~6,000 instructions for ``at least 0.85``).
+    """
+    limit = f"at least {bound}" if minimum else f"at most {bound}"
+    return f"metadata.annotations.{annotation}", limit, "accuracy" if minimum else "bias score"
 
 
 def _check_validated(
