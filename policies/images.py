@@ -134,7 +134,8 @@ def check_images(
             action=actions["images.no-latest"],
             ok=f"every image of {workload} is pinned to a tag other than latest or a digest",
         )
-    if compile_fnmatch(settings.require_digest_namespaces).matches(ctx.namespace):
+    digest_namespaces = settings.require_digest_namespaces
+    if digest_namespaces and compile_fnmatch(digest_namespaces).matches(ctx.namespace):
         failures = [
             (
                 _image_path(ref),
