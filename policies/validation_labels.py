@@ -209,8 +209,8 @@ def _score_terms(annotation: str, bound: float, minimum: bool) -> tuple[str, str
     """(path, limit, what) of a score rule: ``metadata.annotations.<annotation>``,
     ``at least 0.85``, ``accuracy``.
 
-    Remembered: they come from the policy's settings alone, and formatting the float bound
-    cost more than the rest of the rule (callgrind: ~6,000 instructions for ``at least 0.85``).
+    Remembered: they come from the policy's settings alone (callgrind, PYTHONHASHSEED=0,
+    check_validation_labels per call: 49,709 -> 46,824 instructions for its two score rules).
     """
     limit = f"at least {bound}" if minimum else f"at most {bound}"
     return f"metadata.annotations.{annotation}", limit, "accuracy" if minimum else "bias score"
