@@ -57,16 +57,7 @@ def fill_field(node: JsonObject, keys: tuple[str, ...], *, value: Any, override:
             break
         parent = child
     if parent is not None:
-        existing = parent.get(last)
-        if existing is not None:
-            if same_json(existing, value):
-                return "same"
-            if not override:
-                return "kept"
-            parent[last] = value
-            return "replaced"
-        parent[last] = value
-        return "added"
+        return fill_key(parent, last, value, override=override)
     parent = node  # make the missing objects on the way (replacing a value that is not one)
     for key in path:
         child = parent.get(key)
@@ -75,6 +66,20 @@ def fill_field(node: JsonObject, keys: tuple[str, ...], *, value: Any, override:
         parent = child
     parent[last] = value
     return "added"
+
+
+def fill_key(parent: JsonObject, key: str, value: Any, *, override: bool) -> Fill:
+    """``fill_field`` for one key of ``parent``, an object that already exists."""
+    existing = parent.get(key)
+    if existing is None:
+        parent[key] = value
+        return "added"
+    if same_json(existing, value):
+        return "same"
+    if not override:
+        return "kept"
+    parent[key] = value
+    return "replaced"
 
 
 def ensure_list(node: JsonObject, key: str) -> list[Any]:

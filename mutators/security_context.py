@@ -25,12 +25,11 @@ import re
 from typing import Any
 
 from mutators.fields import (
-    Fill,
     container_label,
     ensure_list,
+    fill_key,
     normalise_path,
     read_field,
-    same_json,
 )
 from mutators.memo import once_per_settings
 from mutators.result import MutatorResult
@@ -100,7 +99,7 @@ def _harden_pod(
     context = _context_of(spec)
     changed = False
     if settings.run_as_non_root and not skip_non_root:
-        fill = _fill(context, "runAsNonRoot", True, override=override)
+        fill = fill_key(context, "runAsNonRoot", True, override=override)
         changed |= fill in ("added", "replaced")
         if fill == "kept":
             warnings.append("pod securityContext.runAsNonRoot: false left alone")
@@ -112,14 +111,14 @@ def _harden_pod(
     ):
         if value is None:
             continue
-        fill = _fill(context, field, value, override=override)
+        fill = fill_key(context, field, value, override=override)
         changed |= fill in ("added", "replaced")
         if fill == "kept" and context[field] == 0 and value != 0:
             note = root_note if field == "runAsUser" else ""
             warnings.append(f"pod securityContext.{field}: 0 (root) left alone{note}")
 
     if settings.seccomp_profile is not None:
-        fill = _fill(
+        fill = fill_key(
             context, "seccompProfile", {"type": settings.seccomp_profile}, override=override
         )
         changed |= fill in ("added", "replaced")
@@ -156,13 +155,13 @@ def _harden_container(
             who = container_label(list_name, container)
             warnings.append(f"{who}: {blocker}; allowPrivilegeEscalation not set")
         else:
-            fill = _fill(context, "allowPrivilegeEscalation", False, override=override)
+            fill = fill_key(context, "allowPrivilegeEscalation", False, override=override)
             changed |= fill in ("added", "replaced")
             if fill == "kept":
                 who = container_label(list_name, container)
                 warnings.append(f"{who}: allowPrivilegeEscalation: true left alone")
 
-    fill = _fill(
+    fill = fill_key(
         context, "readOnlyRootFilesystem", settings.read_only_root_filesystem, override=override
     )
     changed |= fill in ("added", "replaced")
@@ -273,17 +272,3 @@ def _attach_context(node: JsonObject, context: JsonObject) -> None:
     """Put a filled-in ``context`` (from ``_context_of``) on ``node`` if it is not there yet."""
     if node.get("securityContext") is not context:
         node["securityContext"] = context
-
-
-def _fill(context: JsonObject, field: str, value: Any, *, override: bool) -> Fill:
-    """``fill_field`` for one field of a securityContext (from ``_context_of``)."""
-    existing = context.get(field)
-    if existing is None:
-        context[field] = value
-        return "added"
-    if same_json(existing, value):
-        return "same"
-    if not override:
-        return "kept"
-    context[field] = value
-    return "replaced"
