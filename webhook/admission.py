@@ -228,13 +228,8 @@ def split_by_webhook(policies: tuple[Policy, ...]) -> dict[Webhook, tuple[Policy
     """In set order: the policies that turn on a mutator, and those that turn on a check."""
     return {
         "mutate": tuple(p for p in policies if enabled_mutators(p.mutate)),
-        "validate": tuple(p for p in policies if validates(p)),
+        "validate": tuple(p for p in policies if p.validate.checks),
     }
-
-
-def validates(policy: Policy) -> bool:
-    spec = policy.validate
-    return spec.quota is not None or spec.images is not None or spec.labels is not None
 
 
 def denial_message(ctx: AdmissionContext, verdict: Verdict) -> str:
