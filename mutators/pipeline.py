@@ -86,7 +86,8 @@ def apply_all(obj: JsonObject, policies: Sequence[Policy]) -> MutationOutcome:
     # Opted out: ``mlgate.io/inject: "false"`` on the workload or its pod template.
     if found and found[0].workload_annotations.get(INJECT_ANNOTATION) == "false":
         return MutationOutcome(obj=obj, opted_out=True)
-    # The policies that mutate at all, with their mutators (most selected policies only check).
+    # The policies that mutate at all, with their mutators (the webhook passes only those,
+    # webhook.admission.split_by_webhook; other callers may pass any).
     runs = [
         (policy, mutators) for policy in policies if (mutators := enabled_mutators(policy.mutate))
     ]

@@ -60,7 +60,7 @@ def evaluate(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[CheckRes
     labels: Mapping[str, str] | None = None  # the workload's, read for the first exemption
     results: list[CheckResult] = []
     for policy in policies:
-        if not policy.validate.checks:  # a policy that only mutates
+        if not policy.validate.checks:  # only mutates (the webhook already leaves these out)
             continue
         checked = run_checks(ctx, workload, policy=policy)
         if not policy.exemptions:
