@@ -16,13 +16,19 @@ from prometheus_client import REGISTRY
 
 from tests.audit.records import NOW, make_record
 from webhook.audit.database import (
+    COLUMNS,
     MIGRATIONS,
     AuditDatabase,
     AuditDatabaseError,
     AuditQuery,
     AuditSchemaError,
+    PostgresDatabase,
     Retention,
+    SqliteDatabase,
+    is_postgres_url,
     open_audit_database,
+    records_source,
+    to_micros,
 )
 from webhook.audit.record import AuditRecord
 from webhook.audit.store import AuditStore, WriterSettings, configure_audit_log, open_audit_store
@@ -190,6 +196,77 @@ def test_a_database_from_a_newer_mlgate_is_refused(audit_target: str) -> None:
         open_audit_database(audit_target)
 
 
+def open_unmigrated(target: str) -> AuditDatabase:
+    return PostgresDatabase(target) if is_postgres_url(target) else SqliteDatabase(target)
+
+
+# Rows as version 2 stored them: one per record, each with the request's fields and a unique
+# fingerprint; uid-000007 has two records (two rules acted on it).
+VERSION_2_RECORDS = [
+    make_record(7),
+    make_record(7, policy="quota", rule="quota.budget", action="warn", message="over budget"),
+    make_record(8, namespace="research", groups=(), images=()),
+]
+
+
+def test_records_stored_by_version_2_read_the_same_after_the_migration(
+    audit_target: str,
+) -> None:
+    old = open_unmigrated(audit_target)
+    old.run_migrations(MIGRATIONS[:2])
+    columns = (*COLUMNS, "fingerprint")
+    for number, record in enumerate(VERSION_2_RECORDS):
+        old.execute(
+            f"INSERT INTO audit_records ({', '.join(columns)})"
+            f" VALUES ({', '.join('?' * len(columns))})",
+            [
+                to_micros(record.time),
+                record.uid,
+                record.operation,
+                record.kind,
+                record.namespace,
+                record.name,
+                record.username,
+                json.dumps(list(record.groups)),
+                int(record.dry_run),
+                record.policy,
+                record.rule,
+                record.action,
+                record.message,
+                json.dumps(list(record.images)),
+                record.owner,
+                f"fingerprint-{number}",
+            ],
+        )
+    old.close()
+    database = open_audit_database(audit_target)
+    records = database.query(AuditQuery())
+    requests = database.execute("SELECT uid FROM audit_requests ORDER BY uid")
+    database.close()
+    assert sorted(records, key=lambda r: (r.uid, r.policy)) == sorted(
+        VERSION_2_RECORDS, key=lambda r: (r.uid, r.policy)
+    )
+    assert requests == [("uid-000007",), ("uid-000008",)]
+
+
+def test_a_request_is_stored_once_with_each_of_its_results(audit_target: str) -> None:
+    database = open_audit_database(audit_target)
+    first = [make_record(1), make_record(1, rule="images.allowed-repository"), make_record(2)]
+    assert database.insert(first) == 3
+    # The same uid again (a retried batch): nothing new, whatever its records say.
+    assert database.insert([make_record(1, rule="images.other"), make_record(3)]) == 1
+    records = database.query(AuditQuery())
+    requests = database.execute("SELECT uid FROM audit_requests ORDER BY uid")
+    database.close()
+    assert [(r.uid, r.rule) for r in records] == [  # newest first, then last stored first
+        ("uid-000001", "images.allowed-repository"),
+        ("uid-000001", "images.no-latest"),
+        ("uid-000002", "images.no-latest"),
+        ("uid-000003", "images.no-latest"),
+    ]
+    assert requests == [("uid-000001",), ("uid-000002",), ("uid-000003",)]
+
+
 def migrate_in_child(target: str) -> None:
     open_audit_database(target).close()
 
@@ -318,8 +395,10 @@ def test_retention_keeps_the_newest_records(
     database.insert([make_record(n) for n in range(100)])
     database.prune(retention, now=NOW + dt.timedelta(seconds=1))
     remaining = database.query(AuditQuery())
+    requests = database.execute("SELECT COUNT(*) FROM audit_requests")[0][0]
     database.close()
     assert [r.uid for r in remaining] == [f"uid-{n:06d}" for n in range(kept)]
+    assert requests == kept  # a request whose records all went goes with them
 
 
 def test_retention_by_bytes_brings_the_live_size_under_the_limit(audit_target: str) -> None:
@@ -342,3 +421,25 @@ def test_the_writer_applies_retention(tmp_path: Path) -> None:
     store.submit([make_record(n) for n in range(20)])
     store.close()
     assert [r.uid for r in read_all(target)] == [f"uid-{n:06d}" for n in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("query", "groupings", "source"),
+    [
+        (AuditQuery(), (), "audit_results"),
+        (
+            AuditQuery(since=NOW, policy="quota", rule="quota.budget", action="deny"),
+            (),
+            "audit_results",
+        ),
+        (AuditQuery(), ("policy", "rule", "day"), "audit_results"),
+        (AuditQuery(namespace="research"), (), "audit_records"),
+        (AuditQuery(username="bob"), ("policy",), "audit_records"),
+        (AuditQuery(), ("kind",), "audit_records"),
+    ],
+    ids=["window", "result-filters", "result-groupings", "namespace", "user", "by-kind"],
+)
+def test_counts_read_the_records_table_alone_unless_they_need_the_request(
+    query: AuditQuery, groupings: tuple[str, ...], source: str
+) -> None:
+    assert records_source(query, groupings) == source
