@@ -9,6 +9,7 @@ the stages add up.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 import logging
@@ -33,7 +34,9 @@ from policies.matching import select_policies
 from policies.model import PolicySet
 from webhook import metrics
 from webhook.admission import Admitter, Outcome, build_audit_records, denial_message
-from webhook.audit.record import AuditSink
+from webhook.audit.database import AuditDatabase, open_audit_database
+from webhook.audit.record import AuditRecord, AuditSink
+from webhook.audit.wire import format_json_lines
 from webhook.logwriter import BackgroundHandler
 from webhook.review import AdmissionReviewWire, build_response, parse_review
 
@@ -53,14 +56,19 @@ class StaticPolicies:
         self.current: PolicySet | None = policy_set
 
 
-def time_per_call(function: Callable[[], object], *, iterations: int) -> float:
+def time_per_call(
+    function: Callable[[], object],
+    *,
+    iterations: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """Microseconds per call: the median of a few rounds, each ``iterations`` calls."""
     rounds = []
     for _ in range(ROUNDS):
-        start = time.perf_counter()
+        start = clock()
         for _ in range(iterations):
             function()
-        rounds.append((time.perf_counter() - start) / iterations)
+        rounds.append((clock() - start) / iterations)
     return statistics.median(rounds) * 1e6
 
 
@@ -75,6 +83,8 @@ STAGES = (
     "serialise (orjson)",
     "audit records",
     "audit submit",
+    "audit JSON lines (writer thread)",
+    "audit database insert (writer thread, CPU)",
     "metrics",
     "decision log line (format + write)",
     "= admit() + serialise",
@@ -88,6 +98,7 @@ class Pipeline:
     policy_set: PolicySet
     admitter: Admitter
     audit: AuditSink
+    database: AuditDatabase  # where the audit writer's inserts are timed
     decision_log: logging.Logger
     iterations: int
 
@@ -103,6 +114,7 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
         policy_set=policy_set,
         admitter=Admitter(policies=StaticPolicies(policy_set)),
         audit=audit,
+        database=open_audit_database(workdir / "profile-inserts.db"),
         decision_log=open_decision_log(workdir),
         iterations=iterations,
     )
@@ -114,6 +126,7 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
                     costs[stage].setdefault(webhook, []).append(micros)
     finally:
         audit.close()
+        pipeline.database.close()
     stages = [
         StageCost(stage, {w: _mean(costs[stage].get(w)) for w in WEBHOOKS}) for stage in STAGES
     ]
@@ -172,6 +185,8 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
         records = build_audit_records(ctx, verdict)
         add("audit records", lambda: build_audit_records(ctx, verdict))
         add("audit submit", lambda: pipeline.audit.submit(list(records)))
+        add("audit JSON lines (writer thread)", lambda: format_json_lines(records))
+        costs["audit database insert (writer thread, CPU)"] = time_inserts(pipeline, records)
         result = Outcome(review, "deny", results=tuple(results))
     add("serialise (orjson)", lambda: orjson.dumps(review))
 
@@ -196,6 +211,36 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
         lambda: orjson.dumps(admitter.admit(webhook, parse_review(data)).review),
     )
     return costs
+
+
+# Requests per insert: about what the writer gathers in its linger at full load.
+INSERT_BATCH = 8
+
+
+def time_inserts(pipeline: Pipeline, records: Sequence[AuditRecord]) -> float:
+    """CPU microseconds per request of the writer's insert of ``records``, in batches of
+    ``INSERT_BATCH`` requests into the pipeline's database, each request with a uid of its
+    own (a uid already stored would be skipped, as a retry is).
+
+    NOTE: this thread's CPU time, not the clock: a checkpoint's fsync now and then waits for
+    the disk without costing the server anything, and the audit store's own writer may still
+    be busy with the submit stage's records.
+    """
+    calls = max(1, pipeline.iterations // INSERT_BATCH)
+    numbers = itertools.count()
+    batches = iter(
+        [
+            dataclasses.replace(record, uid=f"{record.uid}-{next(numbers)}")
+            for _ in range(INSERT_BATCH)
+            for record in records
+        ]
+        for _ in range(calls * ROUNDS)
+    )
+    database = pipeline.database
+    micros = time_per_call(
+        lambda: database.insert(next(batches)), iterations=calls, clock=time.thread_time
+    )
+    return micros / INSERT_BATCH
 
 
 def _mean(values: Sequence[float] | None) -> float | None:
