@@ -253,10 +253,12 @@ def test_a_request_is_stored_once_with_each_of_its_results(audit_target: str) ->
     database = open_audit_database(audit_target)
     first = [make_record(1), make_record(1, rule="images.allowed-repository"), make_record(2)]
     assert database.insert(first) == 3
-    # The same uid again (a retried batch): nothing new, whatever its records say.
+    # The same request again (a retried batch): nothing new, whatever its records say.
     assert database.insert([make_record(1, rule="images.other"), make_record(3)]) == 1
     records = database.query(AuditQuery())
     requests = database.execute("SELECT uid FROM audit_requests ORDER BY uid")
+    # The same uid at another time is another request (the API server never sends that).
+    assert database.insert([make_record(1, time=NOW + dt.timedelta(seconds=1))]) == 1
     database.close()
     assert [(r.uid, r.rule) for r in records] == [  # newest first, then last stored first
         ("uid-000001", "images.allowed-repository"),
