@@ -32,6 +32,7 @@ from webhook.audit.database import (
 )
 from webhook.audit.record import AuditRecord
 from webhook.audit.store import AuditStore, WriterSettings, configure_audit_log, open_audit_store
+from webhook.logwriter import SLICE
 
 NO_RETENTION = Retention(max_age=None, max_rows=None, max_bytes=None)
 
@@ -285,6 +286,25 @@ def test_processes_starting_together_migrate_once(audit_target: str) -> None:
     rows = database.execute("SELECT version FROM schema_version ORDER BY version")
     database.close()
     assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
+
+
+def test_a_long_batch_of_json_lines_comes_out_whole_and_in_order(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("mlgate.audit")
+    saved = list(logger.handlers)
+    logger.handlers.clear()
+    try:
+        configure_audit_log(stream)
+        store = open_audit_store(tmp_path / "audit.db", json_log=False)
+        # One submission: one batch, formatted in slices.
+        store.submit([make_record(n) for n in range(3 * SLICE + 1)])
+        store.close()
+    finally:
+        logger.handlers[:] = saved
+    lines = stream.getvalue().splitlines()
+    assert [json.loads(line)["uid"] for line in lines] == [
+        f"uid-{n:06d}" for n in range(3 * SLICE + 1)
+    ]
 
 
 def test_reports_refuse_to_create_a_missing_sqlite_file(tmp_path: Path) -> None:

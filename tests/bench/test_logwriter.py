@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import queue
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.logwriter import BackgroundHandler, QueuePoller
+from webhook.logwriter import SLICE, BackgroundHandler, QueuePoller
 
 
 class ClosingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -80,6 +81,35 @@ def test_close_writes_what_is_still_queued(tmp_path: Path) -> None:
         logger.info("line %d", i)
     handler.close()
     assert len(path.read_text().splitlines()) == 1000
+
+
+class WriteCounter(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_a_long_batch_is_written_in_slices_in_order() -> None:
+    stream = WriteCounter()
+    target = logging.StreamHandler(stream)
+    target.setFormatter(logging.Formatter("%(message)s"))
+    handler = BackgroundHandler(target)
+    logger = logging.getLogger("test.logwriter.slices")
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for i in range(5 * SLICE + 3):
+        logger.info("line %d", i)
+    handler.close()
+    assert stream.getvalue().splitlines() == [f"line {i}" for i in range(5 * SLICE + 3)]
+    # A write per slice at most: the writer never formats more than SLICE lines in one go.
+    assert all(0 < write.count("\n") <= SLICE for write in stream.writes)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
