@@ -189,7 +189,9 @@ def load_average() -> str:
 def measure_servers(
     settings: Settings,
 ) -> tuple[list[Case], dict[Webhook, LoadResult], dict[str, list[float]]]:
-    """Every case against the baseline and mlgate in turn, then the default-TLS baseline."""
+    """Every case against the baseline and mlgate in turn; the default-TLS baseline right
+    after each new-connection case, so that the ratio compares the same minute of a noisy
+    host."""
     workdir = settings.workdir
     workers, threads = settings.workers, settings.threads
     mlgate = start_mlgate(workdir=workdir, workers=workers, threads=threads)
@@ -219,6 +221,7 @@ def measure_servers(
             check_answers(server)
             warm_up(server, settings)
         cases = []
+        default_results = {}
         for webhook in WEBHOOKS:
             for mode in MODES:
                 cases.append(
@@ -229,7 +232,8 @@ def measure_servers(
                         mlgate=drive(mlgate, webhook, mode, settings),
                     )
                 )
-        default_results = {w: drive(default_tls, w, NEW_CONNECTIONS, settings) for w in WEBHOOKS}
+                if mode == NEW_CONNECTIONS:
+                    default_results[webhook] = drive(default_tls, webhook, mode, settings)
         memory = {
             "mlgate, default policies": worker_memory(mlgate),
             "baseline": worker_memory(baseline),
