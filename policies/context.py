@@ -14,10 +14,16 @@ JsonObject = dict[str, Any]
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class UserInfo:
     username: str = ""
     groups: tuple[str, ...] = ()
+
+    # NOTE: as AdmissionContext's, one per request: the generated one cost ~1,800 instructions more.
+    def __init__(self, username: str = "", groups: tuple[str, ...] = ()) -> None:
+        fields = self.__dict__
+        fields["username"] = username
+        fields["groups"] = groups
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,11 @@ class LookupFailure:
     reason: str
 
 
-@dataclass(frozen=True)
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, init=False)
 class AdmissionContext:
     """Everything a mutator or check may look at for one admission request."""
 
@@ -67,10 +77,52 @@ class AdmissionContext:
     old_obj: JsonObject | None
     user: UserInfo = UserInfo()
     dry_run: bool = False
-    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    now: dt.datetime = field(default_factory=_utc_now)
     # Labels of the namespace; None when unknown (no cluster access).
     namespace_labels: dict[str, str] | None = None
     # Live ResourceQuotas of the namespace, or why they could not be read; None: not looked up.
     quotas: tuple[QuotaStatus, ...] | LookupFailure | None = None
     # For a scale subresource: the workload as the cache holds it, or why it could not be had.
     scale_target: JsonObject | LookupFailure | None = None
+
+    # NOTE: as policies.results.CheckResult: the __init__ a frozen dataclass generates sets
+    # each of the seventeen fields through object.__setattr__; one context is made per request
+    # (callgrind, Admitter._build_context: 47,200 -> 26,600 instructions). Still frozen.
+    def __init__(  # noqa: PLR0917 (the signature the dataclass would generate)
+        self,
+        uid: str,
+        operation: Operation,
+        kind: str,
+        group: str,
+        version: str,
+        resource: str,
+        sub_resource: str,
+        namespace: str,
+        name: str,
+        obj: JsonObject | None,
+        old_obj: JsonObject | None,
+        user: UserInfo = UserInfo(),
+        dry_run: bool = False,
+        now: dt.datetime | None = None,  # None: now
+        namespace_labels: dict[str, str] | None = None,
+        quotas: tuple[QuotaStatus, ...] | LookupFailure | None = None,
+        scale_target: JsonObject | LookupFailure | None = None,
+    ) -> None:
+        fields = self.__dict__
+        fields["uid"] = uid
+        fields["operation"] = operation
+        fields["kind"] = kind
+        fields["group"] = group
+        fields["version"] = version
+        fields["resource"] = resource
+        fields["sub_resource"] = sub_resource
+        fields["namespace"] = namespace
+        fields["name"] = name
+        fields["obj"] = obj
+        fields["old_obj"] = old_obj
+        fields["user"] = user
+        fields["dry_run"] = dry_run
+        fields["now"] = _utc_now() if now is None else now
+        fields["namespace_labels"] = namespace_labels
+        fields["quotas"] = quotas
+        fields["scale_target"] = scale_target
