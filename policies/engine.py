@@ -47,16 +47,20 @@ class Verdict:
         fields["audits"] = audits
 
 
-def evaluate(ctx: AdmissionContext, policies: Sequence[Policy]) -> list[CheckResult]:
+def evaluate(
+    ctx: AdmissionContext, policies: Sequence[Policy], *, workload: Workload | None = None
+) -> list[CheckResult]:
     """Every result of every enabled check of ``policies`` (already selected) on the request.
 
     Nothing is checked when there is no object (DELETE, CONNECT). A rule a policy exempts the
     request from gives ``skip`` results that name the exemption (and what it would have said).
+    ``workload`` is ``Workload.of`` the request's object, when the caller has it already.
     """
     obj = ctx.obj
     if obj is None:
         return []
-    workload = Workload.of(obj, namespace=ctx.namespace)
+    if workload is None or workload.obj is not obj:
+        workload = Workload.of(obj, namespace=ctx.namespace)
     labels: Mapping[str, str] | None = None  # the workload's, read for the first exemption
     results: list[CheckResult] = []
     for policy in policies:

@@ -78,6 +78,16 @@ class Workload(NamedTuple):
             containers=[ref for t in templates for ref in template_containers(t)],
         )
 
+    def images(self) -> tuple[str, ...]:
+        """The image of every container, each once, in container order."""
+        return tuple(
+            dict.fromkeys(
+                image
+                for ref in self.containers
+                if isinstance(image := ref.container.get("image"), str)
+            )
+        )
+
 
 def iter_container_refs(obj: JsonObject) -> Iterator[ContainerRef]:
     """Every container of every pod spec of ``obj``: init, app and ephemeral ones."""

@@ -21,8 +21,9 @@ from policies.context import AdmissionContext, LookupFailure, QuotaStatus, UserI
 from policies.engine import Verdict, evaluate, summarize
 from policies.matching import select_policies, subject_object
 from policies.model import Policy, PolicySet
-from policies.podspec import find_pod_templates, iter_containers, template_path
+from policies.podspec import template_path
 from policies.results import CheckResult
+from policies.workload import Workload
 from webhook.audit.record import AuditRecord, RequestFields
 from webhook.review import AdmissionRequest, AdmissionReviewWire, build_response
 
@@ -57,7 +58,7 @@ class PolicySource(Protocol):
     def current(self) -> PolicySet | None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Outcome:
     """A decision, with what goes to the decision log, metrics and the audit store."""
 
@@ -69,6 +70,29 @@ class Outcome:
     records: tuple[AuditRecord, ...] = ()
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    # NOTE: as policies.results.CheckResult: one per request, and the generated frozen
+    # __init__ sets each field through object.__setattr__. Still frozen.
+    def __init__(  # noqa: PLR0917 (the signature the dataclass would generate)
+        self,
+        review: AdmissionReviewWire,
+        decision: str,
+        policies: tuple[str, ...] = (),
+        results: tuple[CheckResult, ...] = (),
+        mutators: tuple[str, ...] = (),
+        records: tuple[AuditRecord, ...] = (),
+        note: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        fields = self.__dict__
+        fields["review"] = review
+        fields["decision"] = decision
+        fields["policies"] = policies
+        fields["results"] = results
+        fields["mutators"] = mutators
+        fields["records"] = records
+        fields["note"] = note
+        fields["extra"] = {} if extra is None else extra
 
 
 class NotReadyError(Exception):
@@ -206,7 +230,9 @@ class Admitter:
             return Outcome(
                 build_response(request.uid), "allow", note="no validating policy matches"
             )
-        results = evaluate(ctx, selected)
+        assert ctx.obj is not None  # CREATE and UPDATE carry an object (checked by parse_review)
+        workload = Workload.of(ctx.obj, namespace=ctx.namespace)
+        results = evaluate(ctx, selected, workload=workload)
         verdict = summarize(results)
         review = build_response(
             request.uid,
@@ -220,7 +246,7 @@ class Admitter:
             decision="allow" if verdict.allowed else "deny",
             policies=acted,
             results=tuple(results),
-            records=tuple(build_audit_records(ctx, verdict)),
+            records=tuple(build_audit_records(ctx, verdict, workload=workload)),
         )
 
 
@@ -249,20 +275,21 @@ def workload_kind_name(ctx: AdmissionContext) -> str:
     return kind if isinstance(kind, str) else ctx.kind
 
 
-def build_audit_records(ctx: AdmissionContext, verdict: Verdict) -> list[AuditRecord]:
-    """One record per rule that denied, warned or audited."""
+def build_audit_records(
+    ctx: AdmissionContext, verdict: Verdict, *, workload: Workload | None = None
+) -> list[AuditRecord]:
+    """One record per rule that denied, warned or audited.
+
+    ``workload`` is the one the checks read, if any: its containers are the records' images
+    when it is of the object the records are about (not for a ``scale`` request).
+    """
     acted = (*verdict.denials, *verdict.warnings, *verdict.audits)
     if not acted:
         return []
     obj = subject_object(ctx) or {}
-    images = tuple(
-        dict.fromkeys(
-            c["image"]
-            for t in find_pod_templates(obj)
-            for _, c in iter_containers(t.spec)
-            if isinstance(c.get("image"), str)
-        )
-    )
+    if workload is None or workload.obj is not obj:
+        workload = Workload.of(obj, namespace=ctx.namespace)
+    images = workload.images()
     kind = workload_kind_name(ctx)
     request: RequestFields = {
         "time": ctx.now,
