@@ -9,7 +9,7 @@ Kyverno calls this autogen. A pod spec lives at:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -159,20 +159,26 @@ def ensure_metadata(obj: JsonObject, template: PodTemplate) -> JsonObject:
 
 def iter_containers(
     spec: JsonObject, lists: tuple[str, ...] = CONTAINER_LISTS
-) -> Iterator[tuple[str, JsonObject]]:
+) -> list[tuple[str, JsonObject]]:
     """(list name, container) for every container of a pod spec, init and ephemeral included."""
+    # NOTE: a list built in one call rather than a generator: the mutators walk the containers
+    # several times per request, and a generator costs its creation and a resume per item.
+    found = []
     for list_name in lists:
         containers = spec.get(list_name)
-        if not isinstance(containers, list):
-            continue
-        for container in containers:
-            if isinstance(container, dict):
-                yield list_name, container
+        if isinstance(containers, list):
+            for container in containers:
+                if isinstance(container, dict):
+                    found.append((list_name, container))
+    return found
 
 
 def app_containers(spec: JsonObject) -> list[JsonObject]:
     """The regular (app) containers of a pod spec."""
-    return [c for _, c in iter_containers(spec, ("containers",))]
+    containers = spec.get("containers")
+    if not isinstance(containers, list):
+        return []
+    return [c for c in containers if isinstance(c, dict)]
 
 
 def workload_labels(obj: JsonObject) -> dict[str, str]:
