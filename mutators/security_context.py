@@ -50,36 +50,41 @@ def mutate_pod(
     if read_field(spec, "os", "name") == "windows":
         return MutatorResult()
     warnings: list[str] = []
-    containers = list(iter_containers(spec, CONTAINER_LISTS))
+    pod_context = _context_of(spec)
     # NOTE: runAsNonRoot: true on a pod that explicitly runs something as root would keep the
     # kubelet from starting it; the root part is left alone, and the warning says so.
-    runs_as_root = read_field(spec, "securityContext", "runAsUser") == 0 or any(
-        read_field(c, "securityContext", "runAsUser") == 0 for _, c in containers
-    )
+    runs_as_root = pod_context.get("runAsUser") == 0
+    # (list name, container, its securityContext): each context read once, for every step.
+    containers = []
+    for list_name, container in iter_containers(spec, CONTAINER_LISTS):
+        context = _context_of(container)
+        runs_as_root = runs_as_root or context.get("runAsUser") == 0
+        containers.append((list_name, container, context))
     skip_non_root = (
         settings.run_as_non_root
         and runs_as_root
         and not settings.override
-        and read_field(spec, "securityContext", "runAsNonRoot") is None
+        and pod_context.get("runAsNonRoot") is None
     )
     root_note = "; runAsNonRoot not set on the pod" if skip_non_root else ""
     changed = _harden_pod(
         spec,
+        pod_context,
         skip_non_root=skip_non_root,
         root_note=root_note,
         settings=settings,
         warnings=warnings,
     )
-    for list_name, container in containers:
+    for list_name, container, context in containers:
         changed |= _harden_container(
-            container, list_name, root_note=root_note, settings=settings, warnings=warnings
+            container, list_name, context, root_note=root_note, settings=settings, warnings=warnings
         )
     if settings.read_only_root_filesystem:
-        for _, container in containers:
-            if read_field(container, "securityContext", "readOnlyRootFilesystem") is True:
-                changed |= _mount_writable_paths(
-                    spec, container, settings=settings, warnings=warnings
-                )
+        writable = _writable_volumes(settings)
+        for _, container, context in containers:
+            # The context as hardened: attached to the container if anything was written in it.
+            if context.get("readOnlyRootFilesystem") is True:
+                changed |= _mount_writable_paths(spec, container, writable, warnings=warnings)
     return MutatorResult(changed=changed, warnings=tuple(warnings))
 
 
@@ -89,6 +94,7 @@ def mutate_pod(
 # for every field: 20 such walks per request were a tenth of the mutators' instructions.
 def _harden_pod(
     spec: JsonObject,
+    context: JsonObject,
     *,
     skip_non_root: bool,
     root_note: str,
@@ -96,7 +102,6 @@ def _harden_pod(
     warnings: list[str],
 ) -> bool:
     override = settings.override
-    context = _context_of(spec)
     changed = False
     if settings.run_as_non_root and not skip_non_root:
         fill = fill_key(context, "runAsNonRoot", True, override=override)
@@ -132,6 +137,7 @@ def _harden_pod(
 def _harden_container(
     container: JsonObject,
     list_name: str,
+    context: JsonObject,
     *,
     root_note: str,
     settings: SecurityContextSettings,
@@ -139,13 +145,12 @@ def _harden_container(
 ) -> bool:
     override = settings.override
     changed = False
-    context = _context_of(container)
     if context.get("runAsUser") == 0:
         who = container_label(list_name, container)
         warnings.append(f"{who}: runAsUser: 0 (root) left alone{root_note}")
     if context.get("runAsNonRoot") is False and settings.run_as_non_root:
         warnings.append(f"{container_label(list_name, container)}: runAsNonRoot: false left alone")
-    if read_field(context, "seccompProfile", "type") == "Unconfined" and settings.seccomp_profile:
+    if settings.seccomp_profile and read_field(context, "seccompProfile", "type") == "Unconfined":
         who = container_label(list_name, container)
         warnings.append(f"{who}: seccompProfile Unconfined left alone")
 
@@ -205,18 +210,19 @@ def _drop_capabilities(context: JsonObject, drop: tuple[str, ...], *, override: 
 def _mount_writable_paths(
     spec: JsonObject,
     container: JsonObject,
+    writable: tuple[tuple[str, str, str], ...],
     *,
-    settings: SecurityContextSettings,
     warnings: list[str],
 ) -> bool:
+    """Mount an emptyDir at each of ``writable`` (``_writable_volumes``) not mounted yet."""
     changed = False
     mounts = container.get("volumeMounts")
-    mounted = {
-        normalise_path(str(m.get("mountPath", "")))
-        for m in (mounts if isinstance(mounts, list) else [])
-        if isinstance(m, dict)
-    }
-    for path, normalised, name in _writable_volumes(settings):
+    mounted = set()
+    if isinstance(mounts, list):
+        for mount in mounts:
+            if isinstance(mount, dict):
+                mounted.add(normalise_path(str(mount.get("mountPath", ""))))
+    for path, normalised, name in writable:
         if normalised in mounted:
             continue
         volume = _volume(spec, name)
