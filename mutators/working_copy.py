@@ -74,9 +74,12 @@ def copy_writable(value: Any, writes: Writes) -> Any:
     """
     if isinstance(value, dict):
         copied = dict(value)
-        for key, below in writes.items():
-            item = copied.get(key)
+        # NOTE: only the keys that both have: a pod spec has a few of the seven it may be
+        # written at, a container a few of five.
+        for key in writes.keys() & value.keys():
+            item = copied[key]
             if isinstance(item, (dict, list)):  # a tuple: checked faster than dict | list
+                below = writes[key]
                 # A leaf of the tree without a call: most of them are.
                 copied[key] = copy_writable(item, below) if below else item.copy()
         return copied
@@ -96,6 +99,9 @@ def _copy_metadata(node: JsonObject) -> JsonObject:
     metadata = node.get("metadata")
     if not isinstance(metadata, dict):
         return {}
-    copied: JsonObject = copy_writable(metadata, METADATA_WRITES)
-    node["metadata"] = copied
+    # NOTE: copy_writable(metadata, METADATA_WRITES) written out: its one key needs no walk.
+    copied = node["metadata"] = dict(metadata)
+    annotations = copied.get("annotations")
+    if isinstance(annotations, (dict, list)):
+        copied["annotations"] = annotations.copy()
     return copied

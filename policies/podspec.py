@@ -96,12 +96,11 @@ class PodTemplate:
 
         The workload labels and annotations already read are kept: the copy holds the same.
         """
-        moved = PodTemplate(
-            path=self.path, metadata=metadata, spec=spec, object_metadata=object_metadata
-        )
+        moved = PodTemplate(self.path, metadata, spec, object_metadata)
+        computed = self.__dict__
         for name in ("workload_labels", "workload_annotations"):
-            if name in self.__dict__:  # already computed (computed_once)
-                moved.__dict__[name] = self.__dict__[name]
+            if name in computed:  # already computed (computed_once)
+                moved.__dict__[name] = computed[name]
         return moved
 
 
