@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mutators.fields import fill_field
+from mutators.fields import fill_key
 from mutators.result import MutatorResult
 from policies.model import MetricsAnnotationsSettings
 from policies.podspec import PodTemplate, app_containers, ensure_metadata
@@ -27,23 +27,31 @@ def mutate_pod(
         ("prometheus.io/path", settings.path),
     )
     metadata = template.metadata
+    # NOTE: the annotations read once and filled in by key, rather than fill_field walking
+    # down from the metadata for each of the three; attached only once one is written.
+    annotations = metadata.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
     changed = False
     for key, value in wanted:
-        fill = fill_field(metadata, ("annotations", key), value=value, override=settings.override)
+        fill = fill_key(annotations, key, value, override=settings.override)
         changed |= fill in ("added", "replaced")
     if changed:
+        if metadata.get("annotations") is not annotations:
+            metadata["annotations"] = annotations
         ensure_metadata(obj, template)  # a template without metadata got a fresh dict
     return MutatorResult(changed=changed)
 
 
 def find_metrics_port(spec: JsonObject, *, settings: MetricsAnnotationsSettings) -> int:
     """The port Prometheus should scrape on a pod with this spec."""
-    ports = [
-        port
-        for container in app_containers(spec)
-        for port in _list(container.get("ports"))
-        if isinstance(port, dict) and isinstance(port.get("containerPort"), int)
-    ]
+    ports = []
+    for container in app_containers(spec):
+        declared = container.get("ports")
+        if isinstance(declared, list):
+            for port in declared:
+                if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
+                    ports.append(port)
     for name in settings.port_names:
         for port in ports:
             if port.get("name") == name:
@@ -51,7 +59,3 @@ def find_metrics_port(spec: JsonObject, *, settings: MetricsAnnotationsSettings)
     if ports:
         return int(ports[0]["containerPort"])
     return settings.default_port
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
