@@ -49,11 +49,24 @@ def mutate_pod(
         requests = _amounts(resources, "requests")
         limits = _amounts(resources, "limits")
         for name, default_request, default_limit in defaults:
+            request = requests.get(name)
+            limit = limits.get(name)
+            # NOTE: a resource with both amounts set is left alone without the call (eight
+            # keyword arguments) when they are quantities: most containers set both. A value
+            # that is not one goes on to _default_resource, which warns.
+            if (
+                request is not None
+                and limit is not None
+                and not settings.override
+                and _is_quantity(request)
+                and _is_quantity(limit)
+            ):
+                continue
             changed |= _default_resource(
                 container,
                 name,
-                request=requests.get(name),
-                limit=limits.get(name),
+                request=request,
+                limit=limit,
                 default_request=default_request,
                 default_limit=default_limit,
                 override=settings.override,
