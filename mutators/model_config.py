@@ -37,8 +37,14 @@ def mutate_pod(
     warnings: list[str] = []
     changed = False
 
-    config_map = _resource_name(annotations, settings.config_annotation, warnings=warnings)
-    secret = _resource_name(annotations, settings.secrets_annotation, warnings=warnings)
+    # NOTE: the annotations looked up here, and checked only when set: most workloads name
+    # neither, and the call with a keyword argument costs more than the lookup.
+    config_map = annotations.get(settings.config_annotation)
+    if config_map:
+        config_map = _resource_name(settings.config_annotation, config_map, warnings=warnings)
+    secret = annotations.get(settings.secrets_annotation)
+    if secret:
+        secret = _resource_name(settings.secrets_annotation, secret, warnings=warnings)
 
     mount_config = False
     if config_map is not None:
@@ -61,7 +67,8 @@ def mutate_pod(
     model_version = _first_label(labels, settings.version_labels)
     if model_version is not None:
         env.append(("MODEL_VERSION", model_version))
-    env.extend((var.name, var.value) for var in settings.default_env)
+    for var in settings.default_env:  # a loop: cheaper than extend() over a generator
+        env.append((var.name, var.value))
 
     for container in app_containers(spec):
         if mount_config:
@@ -139,11 +146,9 @@ def _has_secret_ref(container: JsonObject, secret: str) -> bool:
     return any(read_field(source, "secretRef", "name") == secret for source in sources)
 
 
-def _resource_name(annotations: dict[str, str], key: str, *, warnings: list[str]) -> str | None:
-    """The ConfigMap or Secret an annotation names, None (with a warning) if not a valid name."""
-    value = annotations.get(key)
-    if value is None or value == "":
-        return None
+def _resource_name(key: str, value: str, *, warnings: list[str]) -> str | None:
+    """``value``, the ConfigMap or Secret annotation ``key`` names, None (with a warning) if it
+    is not a valid name."""
     if DNS_SUBDOMAIN.fullmatch(value) is None:
         warnings.append(f"annotation {key}: {value!r} is not a valid object name; ignored")
         return None
