@@ -136,8 +136,14 @@ def _annotated_count(
 
 
 def _asks_for_gpu(container: JsonObject, gpu: str) -> bool:
+    # NOTE: resources read once for both kinds, not walked down to by read_field for each:
+    # every container of every pod is asked.
+    resources = container.get("resources")
+    if not isinstance(resources, dict):
+        return False
     for kind in ("requests", "limits"):
-        value = read_field(container, "resources", kind, gpu)
+        amounts = resources.get(kind)
+        value = amounts.get(gpu) if isinstance(amounts, dict) else None
         if value is None:
             continue
         try:
