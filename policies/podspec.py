@@ -211,4 +211,9 @@ def _metadata(obj: JsonObject) -> JsonObject:
 def _str_map(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
-    return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+    # NOTE: labels and annotations are nearly always all strings: checked in a loop and copied
+    # whole, cheaper than a comprehension (a function call of its own) for a map of a few keys.
+    for k, v in value.items():
+        if not (isinstance(k, str) and isinstance(v, str)):
+            return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+    return dict(value)
