@@ -150,7 +150,12 @@ def _harden_container(
         warnings.append(f"{who}: runAsUser: 0 (root) left alone{root_note}")
     if context.get("runAsNonRoot") is False and settings.run_as_non_root:
         warnings.append(f"{container_label(list_name, container)}: runAsNonRoot: false left alone")
-    if settings.seccomp_profile and read_field(context, "seccompProfile", "type") == "Unconfined":
+    profile = context.get("seccompProfile")  # read_field written out: once per container
+    if (
+        settings.seccomp_profile
+        and isinstance(profile, dict)
+        and profile.get("type") == "Unconfined"
+    ):
         who = container_label(list_name, container)
         warnings.append(f"{who}: seccompProfile Unconfined left alone")
 
@@ -185,7 +190,8 @@ def _escalation_blocker(context: JsonObject) -> str | None:
     """Why ``allowPrivilegeEscalation: false`` would get the container rejected, if it would."""
     if context.get("privileged") is True:
         return "privileged: true"
-    added = read_field(context, "capabilities", "add")
+    capabilities = context.get("capabilities")  # read_field written out: once per container
+    added = capabilities.get("add") if isinstance(capabilities, dict) else None
     if isinstance(added, list) and {"SYS_ADMIN", "CAP_SYS_ADMIN"} & set(map(str, added)):
         return "capability SYS_ADMIN added"
     return None
