@@ -45,9 +45,7 @@ def mutate_pod(
         # NOTE: requests and limits are read once for all the resources, not once per resource.
         # Each resource reads and writes only its own key, so what is read here stays right for
         # the next one, even after _set_resource made a dict that was missing.
-        resources = container.get("resources")
-        requests = _amounts(resources, "requests")
-        limits = _amounts(resources, "limits")
+        requests, limits = _amounts(container.get("resources"))
         for name, default_request, default_limit in defaults:
             request = requests.get(name)
             limit = limits.get(name)
@@ -98,10 +96,16 @@ def _policy_defaults(
     )
 
 
-def _amounts(resources: Any, kind: str) -> JsonObject:
-    """``resources[kind]`` (requests or limits) to read from; empty when there is none."""
-    amounts = resources.get(kind) if isinstance(resources, dict) else None
-    return amounts if isinstance(amounts, dict) else {}
+def _amounts(resources: Any) -> tuple[JsonObject, JsonObject]:
+    """``resources``' requests and limits to read from; empty when there are none."""
+    if not isinstance(resources, dict):
+        return {}, {}
+    requests = resources.get("requests")
+    limits = resources.get("limits")
+    return (
+        requests if isinstance(requests, dict) else {},
+        limits if isinstance(limits, dict) else {},
+    )
 
 
 def _default_resource(
