@@ -9,6 +9,7 @@ import pytest
 from policies.context import AdmissionContext
 from policies.matching import select_policies
 from policies.model import LabelSelector, Match, NamespaceMatch, Policy
+from tests import contexts
 
 DEPLOYMENT = {
     "kind": "Deployment",
@@ -19,21 +20,7 @@ TIER_PROD = LabelSelector(match_labels=(("tier", "prod"),))
 
 
 def make_ctx(**overrides: Any) -> AdmissionContext:
-    values: dict[str, Any] = {
-        "uid": "u",
-        "operation": "CREATE",
-        "kind": "Deployment",
-        "group": "apps",
-        "version": "v1",
-        "resource": "deployments",
-        "sub_resource": "",
-        "namespace": "ml-prod",
-        "name": "model",
-        "obj": DEPLOYMENT,
-        "old_obj": None,
-    }
-    values.update(overrides)
-    return AdmissionContext(**values)
+    return contexts.make_ctx(**{"obj": DEPLOYMENT, **overrides})
 
 
 @pytest.mark.parametrize(

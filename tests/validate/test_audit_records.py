@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
@@ -11,6 +10,7 @@ from policies.context import AdmissionContext
 from policies.engine import summarize
 from policies.results import CheckResult
 from policies.workload import Workload
+from tests import contexts
 from webhook.admission import build_audit_records
 
 
@@ -34,22 +34,10 @@ DENIED = summarize([CheckResult("p", "images.no-latest", "fail", "uses :latest")
 
 
 def make_ctx(**overrides: Any) -> AdmissionContext:
-    values: dict[str, Any] = {
-        "uid": "u",
-        "operation": "CREATE",
-        "kind": "Deployment",
-        "group": "apps",
-        "version": "v1",
-        "resource": "deployments",
-        "sub_resource": "",
-        "namespace": "ml-prod",
-        "name": "model",
-        "obj": deployment("model:1", "proxy:2", "model:1", None),
-        "old_obj": None,
-        "now": dt.datetime(2026, 11, 28, tzinfo=dt.UTC),
-    }
-    values.update(overrides)
-    return AdmissionContext(**values)
+    """A Deployment with repeated and missing images (``contexts.make_ctx`` otherwise)."""
+    return contexts.make_ctx(
+        **{"obj": deployment("model:1", "proxy:2", "model:1", None), **overrides}
+    )
 
 
 SCALE = {"kind": "Scale", "spec": {"replicas": 3}}

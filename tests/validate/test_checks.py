@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.context import AdmissionContext, LookupFailure, QuotaStatus, UserInfo
+from policies.context import LookupFailure, QuotaStatus, UserInfo
 from policies.engine import evaluate, summarize
 from policies.exemptions import applies_exemption
 from policies.images import ImageRef, parse_image
@@ -27,28 +27,7 @@ from policies.model import (
 )
 from policies.quota import count_pods, parse_quota_key, read_pod_resources
 from policies.results import CheckResult
-
-NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
-
-
-def make_ctx(**overrides: Any) -> AdmissionContext:
-    values: dict[str, Any] = {
-        "uid": "u",
-        "operation": "CREATE",
-        "kind": "Deployment",
-        "group": "apps",
-        "version": "v1",
-        "resource": "deployments",
-        "sub_resource": "",
-        "namespace": "ml-prod",
-        "name": "model",
-        "obj": {},
-        "old_obj": None,
-        "user": UserInfo("admin", ("system:masters",)),
-        "now": NOW,
-    }
-    values.update(overrides)
-    return AdmissionContext(**values)
+from tests.contexts import NOW, make_ctx
 
 
 @pytest.mark.parametrize(
