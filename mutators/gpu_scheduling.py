@@ -53,7 +53,7 @@ def mutate_pod(
     count = _annotated_count(
         annotations.get(settings.count_annotation), settings=settings, warnings=warnings
     )
-    containers = list(iter_containers(spec, RESOURCE_CONTAINER_LISTS))
+    containers = iter_containers(spec, RESOURCE_CONTAINER_LISTS)
     if count and not any(_asks_for_gpu(c, gpu) for name, c in containers if name == "containers"):
         target = _main_container(spec, annotations)
         if target is not None:
