@@ -338,7 +338,7 @@ def ensure_multiprocess_metrics(workdir: Path) -> None:
 
 def open_decision_log(workdir: Path) -> logging.Logger:
     """``mlgate.decisions`` formatted as the server does, written to a file."""
-    from webhook.app import JsonLogFormatter
+    from webhook.jsonlog import JsonLogFormatter
 
     logger = logging.getLogger("mlgate.decisions")
     handler = logging.FileHandler(workdir / "decisions.log")

@@ -1,6 +1,6 @@
 """The decision log: one line per admission, saying who asked for what and what was decided.
 
-Lines go to the ``mlgate.decisions`` logger, formatted by ``webhook.app.JsonLogFormatter`` and
+Lines go to the ``mlgate.decisions`` logger, formatted by ``webhook.jsonlog.JsonLogFormatter`` and
 written by ``webhook.logwriter.BackgroundHandler`` off the request path.
 """
 

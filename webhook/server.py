@@ -137,7 +137,7 @@ def publish_cert_expiry(cert_file: Path) -> None:
 def build_decision_handler() -> BackgroundHandler:
     """JSON lines on stdout, formatted and written by a thread of their own (the decision log
     is written on every request; see ``webhook.logwriter``)."""
-    from webhook.app import JsonLogFormatter
+    from webhook.jsonlog import JsonLogFormatter
 
     stdout = logging.StreamHandler(sys.stdout)
     stdout.setFormatter(JsonLogFormatter())
@@ -149,7 +149,7 @@ def logging_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "webhook.app.JsonLogFormatter"}},
+        "formatters": {"json": {"()": "webhook.jsonlog.JsonLogFormatter"}},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",

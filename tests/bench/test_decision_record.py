@@ -7,8 +7,8 @@ import logging
 import orjson
 import pytest
 
-from webhook.app import JsonLogFormatter
 from webhook.decisions import DecisionRecord, log_decision
+from webhook.jsonlog import JsonLogFormatter
 
 FIELDS = {"webhook": "validate", "uid": "u-1", "decision": "deny", "policies": ["p"]}
 
