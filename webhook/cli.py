@@ -182,15 +182,16 @@ def run_serve(args: argparse.Namespace) -> int:
     if "://" not in audit_target:
         Path(audit_target).parent.mkdir(parents=True, exist_ok=True)
     from webhook.audit.report import ReportArgumentError
-    from webhook.audit.store import SinkGroup, open_audit_store
+    from webhook.audit.store import SinkGroup
+    from webhook.audit.writer import AuditWriterProcess
 
     try:
         retention = audit_cli.build_retention(args)
     except ReportArgumentError as exc:
         print(f"mlgate serve: {exc}", file=sys.stderr)
         return 2
-    audit = open_audit_store(audit_target, retention=retention)
-    print(f"mlgate: audit store {audit_target}")
+    writer = AuditWriterProcess(audit_target, retention=retention, log_level=args.log_level)
+    print(f"mlgate: audit store {audit_target} (one writer process for all workers)")
     print(f"mlgate: serving https://{args.bind} (mutate, validate, healthz, readyz, metrics)")
     sys.stdout.flush()
 
@@ -198,11 +199,11 @@ def run_serve(args: argparse.Namespace) -> int:
         from webhook.app import create_app
 
         cluster = None if args.no_cluster else connect_cluster_or_none(args.kubeconfig)
-        sink: AuditSink = audit
+        sink: AuditSink = writer.channel()
         if args.events and cluster is not None:
             from webhook.events import open_event_recorder
 
-            sink = SinkGroup([audit, open_event_recorder(cluster.api_client)])
+            sink = SinkGroup([sink, open_event_recorder(cluster.api_client)])
         app = create_app(settings, kube=cluster, audit=sink)
 
         def close() -> None:
@@ -220,7 +221,7 @@ def run_serve(args: argparse.Namespace) -> int:
         key_file=key_file,
         log_level=args.log_level,
     )
-    WebhookServer(app_factory, options).run()
+    WebhookServer(app_factory, options, services=[writer]).run()
     return 0
 
 

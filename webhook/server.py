@@ -19,15 +19,16 @@ import gc
 import logging
 import logging.config
 import os
+import shutil
 import ssl
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
@@ -168,7 +169,7 @@ def logging_config(level: str) -> dict[str, Any]:
                 "propagate": False,
             },
             # The audit store prints its own bare JSON lines.
-            "mlgate.audit": {"level": "INFO", "handlers": [], "propagate": False},
+            "mlgate.audit.trail": {"level": "INFO", "handlers": [], "propagate": False},
         },
     }
 
@@ -186,21 +187,36 @@ class WebhookLogger(GunicornLogger):  # type: ignore[misc]
             super().access(resp, req, environ, request_time)
 
 
+class MasterService(Protocol):
+    """Something the master runs beside the workers (the audit writer process)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class WebhookServer(BaseApplication):  # type: ignore[misc]
     """gunicorn, configured in code.
 
     ``app_factory`` runs in each worker after the fork and returns the WSGI app and a function
-    that releases what the app holds (audit writer, cluster watches), called at worker exit.
+    that releases what the app holds (audit channel, cluster watches), called at worker exit.
+    ``services`` start in the master before the first worker forks (gunicorn's
+    ``when_ready``) and stop after the last worker has exited (``on_exit``).
     """
 
     def __init__(
-        self, app_factory: Callable[[], tuple[Any, Callable[[], None]]], options: ServerOptions
+        self,
+        app_factory: Callable[[], tuple[Any, Callable[[], None]]],
+        options: ServerOptions,
+        *,
+        services: Sequence[MasterService] = (),
     ) -> None:
         self.app_factory = app_factory
+        self.services = tuple(services)
         self._close: Callable[[], None] | None = None
         self.options = options
         self.ssl = ReloadingSSLContext(options.cert_file, options.key_file)
-        self._metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._metrics_dir: str | None = None  # made here, removed at the end
         super().__init__()
 
     def load_config(self) -> None:
@@ -218,6 +234,13 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
                 self._close()
             metrics.flush()  # this worker's last counts, before its values stop changing
 
+        def when_ready(_server: Any) -> None:
+            for service in self.services:
+                service.start()
+
+        def on_exit(_server: Any) -> None:
+            self._stop_services()
+
         config: dict[str, Any] = {
             "bind": [opts.bind],
             "workers": opts.workers,
@@ -232,6 +255,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "ssl_context": ssl_context,
             "child_exit": child_exit,
             "worker_exit": worker_exit,
+            "when_ready": when_ready,
+            "on_exit": on_exit,
             "proc_name": "mlgate",
             "logconfig_dict": logging_config(opts.log_level),
             "logger_class": WebhookLogger,
@@ -264,13 +289,27 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
         # a folder given through the environment).
         directory = os.environ.get(metrics.MULTIPROC_ENV)
         if not directory:
-            self._metrics_dir = tempfile.TemporaryDirectory(prefix="mlgate-metrics-")
-            directory = self._metrics_dir.name
+            # NOTE: not a TemporaryDirectory: its finalizer runs at the exit of every forked
+            # worker too, and the first worker to exit (a reload, a restart) removed the
+            # folder from under the others.
+            directory = self._metrics_dir = tempfile.mkdtemp(prefix="mlgate-metrics-")
         metrics.enable_multiprocess(directory)
         # Load the certificate once in the master: a bad pair fails here, not per connection.
         self.ssl.get()
+        master = os.getpid()
         try:
             super().run()
         finally:
-            if self._metrics_dir is not None:
-                self._metrics_dir.cleanup()
+            # NOTE: a worker is forked inside super().run(), so its own exit (SystemExit)
+            # passes through here too: only the master stops what the master started.
+            if os.getpid() == master:
+                self._stop_services()  # when gunicorn ends without its on_exit
+                if self._metrics_dir is not None:
+                    shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def _stop_services(self) -> None:
+        for service in reversed(self.services):
+            try:
+                service.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(service).__name__)

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -257,3 +258,39 @@ def test_two_servers_sharing_postgresql_store_every_denial_exactly_once(
     assert_exactly_once(postgres_url, uids)
     logged = read_audit_lines(first) + read_audit_lines(second)
     assert sorted(line["uid"] for line in logged) == sorted(uids)
+
+
+def child_pids(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def test_workers_replaced_on_reload_keep_the_metrics_and_the_one_audit_writer(
+    tls_files: TlsFiles, policy_dir: Path, tmp_path: Path
+) -> None:
+    """SIGHUP makes gunicorn start new workers and stop the old ones gracefully: the old ones
+    must not take the master's metrics folder or its audit writer with them."""
+    target = str(tmp_path / "audit.db")
+    with run_server(
+        tls=tls_files, workdir=tmp_path, policies=policy_dir, extra_args=("--audit-db", target)
+    ) as server:
+        first = send_denied([server], 40)
+        before = child_pids(server.process.pid)
+        server.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while len(child_pids(server.process.pid) - before) < 2:  # two new workers
+            assert time.monotonic() < deadline, "no new workers after SIGHUP"
+            time.sleep(0.1)
+        while len(before & child_pids(server.process.pid)) > 1:  # old workers gone
+            assert time.monotonic() < deadline, "old workers did not stop"
+            time.sleep(0.1)
+        second = send_denied([server], 40)
+        metrics_text = scrape_settled_metrics(server, expected_denials=80)
+        assert server.stop() == 0
+    assert_exactly_once(target, first + second)
+    assert (
+        read_sample(
+            metrics_text, "mlgate_admission_requests_total", webhook="validate", decision="deny"
+        )
+        == 80
+    )
+    assert server.log().count("audit writer started") == 1

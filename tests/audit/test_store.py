@@ -144,7 +144,7 @@ def test_a_database_that_cannot_be_written_drops_and_counts(tmp_path: Path) -> N
 
 def test_each_record_is_one_json_line_on_the_audit_log(tmp_path: Path) -> None:
     stream = io.StringIO()
-    logger = logging.getLogger("mlgate.audit")
+    logger = logging.getLogger("mlgate.audit.trail")
     saved = list(logger.handlers)
     logger.handlers.clear()
     try:
@@ -290,7 +290,7 @@ def test_processes_starting_together_migrate_once(audit_target: str) -> None:
 
 def test_a_long_batch_of_json_lines_comes_out_whole_and_in_order(tmp_path: Path) -> None:
     stream = io.StringIO()
-    logger = logging.getLogger("mlgate.audit")
+    logger = logging.getLogger("mlgate.audit.trail")
     saved = list(logger.handlers)
     logger.handlers.clear()
     try:

@@ -1,14 +1,15 @@
-"""The audit store: the ``AuditSink`` the webhook hands records to, written off the request path.
+"""The audit store: an ``AuditSink`` that logs and stores records off the caller's path.
 
 ``submit()`` only puts a request's records on an in-memory queue, as one item; a writer thread
-takes them in batches, logs each record as one JSON line (logger ``mlgate.audit``), and inserts
-the batch into the database, retrying while it is busy. ``close()`` drains the queue: the
-server calls it from gunicorn's ``worker_exit`` hook, and ``atexit`` calls it too, so SIGTERM
-loses nothing.
+takes them in batches, logs each record as one JSON line (logger ``mlgate.audit.trail``; the
+line itself says ``"logger":"mlgate.audit"``), and inserts the batch into the database,
+retrying while it is busy. ``close()`` drains the queue; ``atexit`` calls it too.
 
-NOTE: the writer thread and its connection belong to one process. gunicorn forks workers after
-the app may have been built in the master, so the writer starts lazily in whichever process
-first submits, and a forked child starts its own.
+``mlgate serve`` runs one store, in the audit writer process (``webhook.audit.writer``), which
+the workers send their records to; tests and tools may run one in their own process.
+
+NOTE: the writer thread and its connection belong to one process: the writer starts lazily in
+whichever process first submits, and a forked child starts its own.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from webhook.audit.record import AuditRecord, AuditSink
 from webhook.audit.wire import format_json_line, format_json_lines
 from webhook.logwriter import SLICE, QueuePoller
 
-audit_log = logging.getLogger("mlgate.audit")
+# NOTE: the JSON lines have a logger of their own, not ``mlgate.audit``: it does not propagate
+# (its lines are bare JSON, not log records), and the other ``mlgate.audit.*`` loggers must.
+audit_log = logging.getLogger("mlgate.audit.trail")
 log = logging.getLogger("mlgate.audit.store")
 
 
@@ -71,10 +74,10 @@ _STOP = object()
 
 
 def configure_audit_log(stream: TextIO | None = None) -> None:
-    """Send ``mlgate.audit`` to stdout as bare JSON lines (idempotent).
+    """Send ``mlgate.audit.trail`` to stdout as bare JSON lines (idempotent).
 
-    The store calls it when its writer starts, which is in the worker process after gunicorn's
-    ``logconfig_dict`` has cleared the handlers of ``mlgate.audit``.
+    The store calls it when its writer starts, which is after a process's logging setup
+    (gunicorn's ``logconfig_dict`` clears the handlers of ``mlgate.audit.trail``).
     """
     if any(getattr(h, "mlgate_audit", False) for h in audit_log.handlers):
         return

@@ -1,0 +1,248 @@
+"""The audit writer process: one for all the workers of ``mlgate serve``.
+
+The master starts it before it forks the workers (``AuditWriterProcess.start``, from
+gunicorn's ``when_ready``); each worker sends its records over the socket pair the master
+made (``webhook.audit.channel``), and the process logs them as JSON lines and stores them
+(an ``AuditStore``, batched, retried while the database is busy, pruned by the retention).
+
+Why a process: writing the trail costs more CPU than deciding (~100-200 us per validating
+request for the insert alone); done on a thread of each worker, it competed with the
+requests for the worker's GIL, which set `/validate`'s one-connection p99 (~5 ms, CPython's
+switch interval), and two workers' writers alternating on one SQLite file made each
+transaction reread what the other wrote (bench/, README "Performance").
+
+Nothing is lost on the way: the master keeps the receiving end open, so what a writer that
+died had not read waits in the socket for the next one (the master restarts it, after 1 s,
+doubling up to 30 s); when the server stops, the master closes its sending end after the
+workers have sent everything and exited, and the writer stores what is left and ends at the
+end of the stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from webhook.audit.channel import (
+    AuditChannel,
+    MessageError,
+    RequestAssembler,
+    largest_message,
+    make_socket_pair,
+)
+from webhook.audit.database import DEFAULT_RETENTION, Retention, open_audit_database
+from webhook.audit.record import AuditSink
+
+log = logging.getLogger("mlgate.audit.writer")
+
+RESTART_DELAY = 1.0
+RESTART_DELAY_MAX = 30.0
+# A writer that ran this long before it died is restarted after RESTART_DELAY again.
+HEALTHY_AFTER = 60.0
+
+
+class AuditWriterProcess:
+    """The master's handle on the writer process: start, watch and restart it, stop it.
+
+    Connects to the database once here, in the master, so that a wrong path or URL fails at
+    start-up with a clear message rather than in a process of its own.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        retention: Retention = DEFAULT_RETENTION,
+        log_level: str = "info",
+        stop_timeout: float = 20.0,
+    ) -> None:
+        open_audit_database(target).close()
+        self.target = target
+        self.retention = retention
+        self.log_level = log_level
+        self.stop_timeout = stop_timeout
+        self._receiver, self._sender = make_socket_pair()
+        self._buffer = largest_message(self._sender)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
+
+    def channel(self) -> AuditChannel:
+        """The sink for a worker (call it after the fork, in the worker)."""
+        return AuditChannel(self._sender)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._process is not None or self._stopping.is_set():
+                return
+            self._process = self._spawn()
+            self._watcher = threading.Thread(
+                target=self._watch, name="mlgate-audit-watcher", daemon=True
+            )
+            self._watcher.start()
+
+    def stop(self) -> None:
+        """Let the writer store everything sent, then end: call it once the workers have
+        exited (gunicorn's ``on_exit``). Safe to call twice."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._stopping.set()
+            self._sender.close()
+            process = self._process
+            if process is not None and process.poll() is not None:
+                process = self._process = self._spawn()  # to store what the socket holds
+        if process is None:
+            return
+        try:
+            process.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            log.error(
+                "audit writer (pid %d) still writing after %ss; leaving it to finish",
+                process.pid,
+                self.stop_timeout,
+            )
+            return
+        if process.returncode:
+            log.error("audit writer (pid %d) exited with %s", process.pid, process.returncode)
+        self._receiver.close()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        fd = self._receiver.fileno()
+        config = {
+            "fd": fd,
+            "buffer": self._buffer,
+            "target": self.target,
+            "retention": dump_retention(self.retention),
+            "log_level": self.log_level,
+        }
+        # NOTE: a new session, so that a Ctrl-C in a terminal reaches the master only: the
+        # writer ends when every sender has closed the socket, not on a signal. The settings
+        # (a PostgreSQL URL may hold a password) go through stdin, not the command line.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "webhook.audit.writer"],
+            stdin=subprocess.PIPE,
+            pass_fds=(fd,),
+            start_new_session=True,
+        )
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(config).encode())
+        process.stdin.close()
+        log.info("audit writer started (pid %d)", process.pid)
+        return process
+
+    def _watch(self) -> None:
+        delay = RESTART_DELAY
+        while True:
+            process = self._process
+            assert process is not None
+            started = time.monotonic()
+            # NOTE: gunicorn's master reaps every child it sees exit; when it reaps this one
+            # first, wait() returns 0 without the real status.
+            returncode = process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > HEALTHY_AFTER:
+                delay = RESTART_DELAY
+            log.error(
+                "audit writer (pid %d) ended (exit status %s, 0 when gunicorn's master reaped it"
+                " first); restarting it in %.0f s",
+                process.pid,
+                returncode,
+                delay,
+            )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_DELAY_MAX)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process = self._spawn()
+
+
+def dump_retention(retention: Retention) -> dict[str, Any]:
+    return {
+        "max_age": None if retention.max_age is None else retention.max_age.total_seconds(),
+        "max_rows": retention.max_rows,
+        "max_bytes": retention.max_bytes,
+        "check_every": retention.check_every.total_seconds(),
+    }
+
+
+def load_retention(data: dict[str, Any]) -> Retention:
+    max_age = data["max_age"]
+    return Retention(
+        max_age=None if max_age is None else dt.timedelta(seconds=max_age),
+        max_rows=data["max_rows"],
+        max_bytes=data["max_bytes"],
+        check_every=dt.timedelta(seconds=data["check_every"]),
+    )
+
+
+def receive_records(receiver: socket.socket, sink: AuditSink, *, buffer_size: int) -> int:
+    """Hand every request read from ``receiver`` to ``sink`` until the end of the stream,
+    then close the sink; the number of messages read."""
+    assembler = RequestAssembler()
+    buffer = bytearray(buffer_size)
+    view = memoryview(buffer)
+    count = 0
+    while True:
+        size, _, flags, _ = receiver.recvmsg_into([buffer])
+        if size == 0:  # every sending end is closed
+            break
+        count += 1
+        if flags & socket.MSG_TRUNC:
+            log.error("audit message of more than %d bytes cut short; skipped", buffer_size)
+            continue
+        try:
+            records = assembler.add(view[:size])
+        except MessageError as error:
+            log.error("%s", error)
+            continue
+        sink.submit(records)
+    sink.submit(assembler.take_unfinished())
+    sink.close()
+    return count
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The writer process: settings on stdin (see ``AuditWriterProcess._spawn``)."""
+    del argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    config = json.loads(sys.stdin.read())
+    from webhook.audit.store import AuditStore
+    from webhook.jsonlog import JsonLogFormatter
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=config["log_level"].upper(), handlers=[handler])
+    target = config["target"]
+    store = AuditStore(
+        lambda: open_audit_database(target),
+        retention=load_retention(config["retention"]),
+        json_log=True,
+    )
+    receiver = socket.socket(fileno=config["fd"])
+    count = receive_records(receiver, store, buffer_size=config["buffer"])
+    log.info("audit writer done: %d messages", count)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
