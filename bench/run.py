@@ -236,6 +236,7 @@ def measure_servers(
                     default_results[webhook] = drive(default_tls, webhook, mode, settings)
         memory = {
             "mlgate, default policies": worker_memory(mlgate),
+            "mlgate's audit writer process": [resident_mb(p) for p in mlgate.audit_writer_pids()],
             "baseline": worker_memory(baseline),
         }
         return cases, default_results, memory
@@ -451,7 +452,7 @@ def format_scaling(
 
 
 def format_memory(memory: dict[str, list[float]]) -> str:
-    lines = ["| server | resident memory per worker (MB) |", "|---|--:|"]
+    lines = ["| process | resident memory of each (MB) |", "|---|--:|"]
     for name, sizes in memory.items():
         lines.append(f"| {name} | {', '.join(f'{s:.1f}' for s in sizes)} |")
     return "\n".join(lines) + "\n"

@@ -31,12 +31,16 @@ class Server:
         return f"https://127.0.0.1:{self.port}"
 
     def worker_pids(self) -> list[int]:
-        """The gunicorn workers: the master's child processes."""
-        return find_children(self.process.pid)
+        """The gunicorn workers: the master's child processes but the audit writer."""
+        return [pid for pid in find_children(self.process.pid) if not is_audit_writer(pid)]
+
+    def audit_writer_pids(self) -> list[int]:
+        """mlgate's audit writer process (``webhook.audit.writer``), one or none."""
+        return [pid for pid in find_children(self.process.pid) if is_audit_writer(pid)]
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) the workers have used so far."""
-        return sum(process_cpu_seconds(pid) for pid in self.worker_pids())
+        """CPU time (user + system) the workers and the audit writer have used so far."""
+        return sum(process_cpu_seconds(pid) for pid in find_children(self.process.pid))
 
     def stop(self, timeout: float = 30) -> None:
         if self.process.poll() is None:
@@ -156,6 +160,14 @@ def find_children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             children.append(int(entry.name))
     return sorted(children)
+
+
+def is_audit_writer(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"webhook.audit.writer" in command
 
 
 def process_cpu_seconds(pid: int) -> float:
