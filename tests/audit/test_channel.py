@@ -23,6 +23,7 @@ from webhook.audit.channel import (
     largest_message,
     make_socket_pair,
 )
+from webhook.audit.database import EncodedRequest, decode_record
 from webhook.audit.record import AuditRecord
 from webhook.audit.writer import receive_records
 
@@ -36,27 +37,32 @@ def rules_of(number: int, count: int, **changes: object) -> list[AuditRecord]:
     ]
 
 
+def records_of(requests: list[EncodedRequest]) -> list[AuditRecord]:
+    """The records of encoded requests, as the database gives them back."""
+    return [
+        decode_record((*request.row[:9], *result, *request.row[9:]))
+        for request in requests
+        for result in request.results
+    ]
+
+
 def decode_all(messages: list[bytes]) -> list[AuditRecord]:
     assembler = RequestAssembler()
-    records = []
+    requests = []
     for message in messages:
-        records += assembler.add(message)
+        requests += assembler.add(message)
     assert assembler.take_unfinished() == []
-    return records
+    return records_of(requests)
 
 
 class CollectingSink:
-    """An ``AuditSink`` that keeps what it is given, as the store would."""
+    """Keeps the batches it is given, as the writer process would store them."""
 
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
-        self.closed = False
 
-    def submit(self, records: list[AuditRecord]) -> None:
-        self.records += records
-
-    def close(self) -> None:
-        self.closed = True
+    def submit(self, requests: list[EncodedRequest]) -> None:
+        self.records += records_of(requests)
 
 
 def read_dropped() -> float:
@@ -119,7 +125,7 @@ def test_a_request_whose_last_part_never_came_is_still_given_back() -> None:
     assembler = RequestAssembler()
     for message in messages[:-1]:
         assert assembler.add(message) == []
-    unfinished = assembler.take_unfinished()
+    unfinished = records_of(assembler.take_unfinished())
     assert unfinished
     assert all(r in records for r in unfinished)
     assert assembler.take_unfinished() == []
@@ -148,7 +154,7 @@ def test_records_cross_the_socket_and_the_reader_ends_when_every_sender_has_clos
     sink = CollectingSink()
     reader = threading.Thread(
         target=receive_records,
-        args=(receiver, sink),
+        args=(receiver, sink.submit),
         kwargs={"buffer_size": largest_message(sender)},
     )
     reader.start()
@@ -169,7 +175,6 @@ def test_records_cross_the_socket_and_the_reader_ends_when_every_sender_has_clos
     reader.join(5)
     assert not reader.is_alive(), "the reader did not see the end of the stream"
     assert os.waitpid(child, 0)[1] == 0
-    assert sink.closed
     assert sorted(sink.records, key=lambda r: (r.uid, r.rule)) == sorted(
         [r for n in range(50) for r in rules_of(n, 2)]
         + [r for n in range(100, 150) for r in rules_of(n, 3)],
@@ -189,7 +194,7 @@ def test_submit_does_not_wait_for_a_writer_that_is_behind_and_nothing_is_lost() 
     sink = CollectingSink()
     reader = threading.Thread(
         target=receive_records,
-        args=(receiver, sink),
+        args=(receiver, sink.submit),
         kwargs={"buffer_size": largest_message(sender)},
     )
     reader.start()
@@ -207,7 +212,7 @@ def test_past_the_backlog_records_are_dropped_counted_and_logged(
     receiver, sender = make_socket_pair()
     channel = AuditChannel(sender, backlog=5, close_timeout=0.2)
     before = read_dropped()
-    with caplog.at_level(logging.ERROR, logger="mlgate.audit.channel"):
+    with caplog.at_level(logging.ERROR, logger="mlgate.audit"):
         number = 0
         while not channel._kept:  # fill the socket, nobody reading
             channel.submit(rules_of(number, 2, message="u" * 2000))
@@ -232,7 +237,7 @@ def test_a_closed_channel_drops_and_logs_instead_of_sending(
     channel = AuditChannel(sender)
     channel.close()
     before = read_dropped()
-    with caplog.at_level(logging.ERROR, logger="mlgate.audit.channel"):
+    with caplog.at_level(logging.ERROR, logger="mlgate.audit"):
         channel.submit(rules_of(1, 3))
     assert read_dropped() - before == 3
     assert "audit channel closed" in caplog.text
@@ -247,7 +252,7 @@ def test_a_socket_whose_reader_is_gone_drops_with_the_reason(
     receiver.close()
     channel = AuditChannel(sender)
     before = read_dropped()
-    with caplog.at_level(logging.ERROR, logger="mlgate.audit.channel"):
+    with caplog.at_level(logging.ERROR, logger="mlgate.audit"):
         channel.submit(rules_of(1, 2))
     assert read_dropped() - before == 2
     assert "cannot send to the audit writer" in caplog.text
@@ -264,7 +269,7 @@ def test_a_truncated_or_foreign_message_is_skipped_and_the_rest_delivered(
     sender.close()
     sink = CollectingSink()
     with caplog.at_level(logging.ERROR, logger="mlgate.audit.writer"):
-        count = receive_records(receiver, sink, buffer_size=1024)
+        count = receive_records(receiver, sink.submit, buffer_size=1024)
     assert count == 3
     assert sink.records == rules_of(1, 1)
     assert "not an audit message" in caplog.text

@@ -28,10 +28,9 @@ from typing import Any
 
 import orjson
 
-from webhook import metrics
-from webhook.audit.database import from_micros, to_micros
-from webhook.audit.record import AuditRecord, RequestFields, request_values
-from webhook.audit.wire import format_json_line
+from webhook.audit.database import EncodedRequest, to_micros
+from webhook.audit.record import AuditRecord, request_values
+from webhook.audit.store import drop_records
 
 log = logging.getLogger("mlgate.audit.channel")
 
@@ -114,17 +113,18 @@ class MessageError(ValueError):
 
 
 class RequestAssembler:
-    """Turns messages back into records, holding a request's parts until its last arrives."""
+    """Turns messages into the requests to store, holding a request's parts until its last
+    arrives."""
 
     def __init__(self) -> None:
         # (uid, time_us) -> the request's fields and the results of the parts so far
         self._parts: dict[tuple[str, int], tuple[list[Any], list[list[str]]]] = {}
 
-    def add(self, message: bytes | bytearray | memoryview) -> list[AuditRecord]:
-        """The records of the requests this message completes; raises ``MessageError``."""
+    def add(self, message: bytes | bytearray | memoryview) -> list[EncodedRequest]:
+        """The requests this message completes; raises ``MessageError``."""
         try:
             entries = orjson.loads(message)
-            records = []
+            requests = []
             for entry in entries:
                 *fields, results, more = entry
                 key = (fields[1], fields[0])
@@ -134,44 +134,52 @@ class RequestAssembler:
                 earlier = self._parts.pop(key, None)
                 if earlier is not None:
                     results = earlier[1] + results
-                records += _decode_request(fields, results)
-            return records
-        except (orjson.JSONDecodeError, TypeError, ValueError, KeyError, IndexError) as error:
-            raise MessageError(
-                f"not an audit message ({error}): {bytes(message[:200])!r}"
-            ) from None
+                requests.append(_decode_request(fields, results))
+            return requests
+        except (TypeError, ValueError, KeyError, IndexError) as error:
+            start = bytes(message[:200])
+            raise MessageError(f"not an audit message ({error}): {start!r}") from None
 
-    def take_unfinished(self) -> list[AuditRecord]:
-        """The records of requests whose last part never came (a worker died sending them)."""
-        records = []
+    def take_unfinished(self) -> list[EncodedRequest]:
+        """The requests whose last part never came (a worker died sending them)."""
+        requests = []
         for (uid, _time_us), (fields, results) in self._parts.items():
             log.warning("audit request %s ended before its last part", uid)
-            records += _decode_request(fields, results)
+            requests.append(_decode_request(fields, results))
         self._parts.clear()
-        return records
+        return requests
 
 
-def _decode_request(fields: list[Any], results: list[list[str]]) -> list[AuditRecord]:
+def _decode_request(fields: list[Any], results: list[list[str]]) -> EncodedRequest:
+    """The request as ``encode_requests`` makes it from its records: its row of
+    ``audit_requests`` (in ``REQUEST_COLUMNS`` order) and its results, each once."""
     (time_us, uid, operation, kind, namespace, name, username, groups, dry_run, images, owner) = (
         fields
     )
-    request: RequestFields = {
-        "time": from_micros(int(time_us)),
-        "uid": str(uid),
-        "operation": str(operation),
-        "kind": str(kind),
-        "namespace": str(namespace),
-        "name": str(name),
-        "username": str(username),
-        "groups": tuple(map(str, groups)),
-        "dry_run": bool(dry_run),
-        "images": tuple(map(str, images)),
-        "owner": str(owner),
-    }
-    return [
-        AuditRecord.of_rule(request, policy=policy, rule=rule, action=action, message=message)
-        for policy, rule, action, message in results
-    ]
+    if not isinstance(time_us, int) or not isinstance(groups, list):
+        raise TypeError("a request's time must be an integer and its groups a list")
+    if not all(isinstance(text, str) for text in (uid, operation, kind, namespace, name)):
+        raise TypeError("a request's uid, operation, kind, namespace and name are strings")
+    row = (
+        time_us,
+        uid,
+        operation,
+        kind,
+        namespace,
+        name,
+        str(username),
+        orjson.dumps([str(group) for group in groups]).decode(),
+        int(bool(dry_run)),
+        orjson.dumps([str(image) for image in images]).decode(),
+        str(owner),
+    )
+    return EncodedRequest(
+        row,
+        {
+            (str(policy), str(rule), str(action), str(message)): None
+            for policy, rule, action, message in results
+        },
+    )
 
 
 # --- sending (in the worker) ----------------------------------------------------------------
@@ -210,7 +218,7 @@ class AuditChannel:
         if not records:
             return
         if self._closed:
-            self._drop(records, reason="audit channel closed")
+            drop_records(records, reason="audit channel closed")
             return
         messages = encode_submission(records)
         if not self._kept:
@@ -223,7 +231,7 @@ class AuditChannel:
                     messages = messages[index:]
                     break
                 except OSError as error:
-                    self._drop(records, reason=f"cannot send to the audit writer: {error}")
+                    drop_records(records, reason=f"cannot send to the audit writer: {error}")
                     return
             else:
                 return
@@ -240,7 +248,7 @@ class AuditChannel:
             left = list(self._kept)
             self._kept.clear()
         for submission in left:
-            self._drop(submission.records, reason="the audit writer did not take them in time")
+            drop_records(submission.records, reason="the audit writer did not take them in time")
 
     def _keep(self, submission: _Submission) -> None:
         with self._lock:
@@ -255,7 +263,7 @@ class AuditChannel:
                     )
                     self._thread.start()
         if full:
-            self._drop(submission.records, reason="audit channel backlog full")
+            drop_records(submission.records, reason="audit channel backlog full")
 
     def _send_kept(self) -> None:
         """Send the kept submissions in order, waiting for room in the socket; then end."""
@@ -273,18 +281,9 @@ class AuditChannel:
             except OSError as error:
                 with self._lock:
                     self._kept.popleft()
-                self._drop(submission.records, reason=f"cannot send to the audit writer: {error}")
+                drop_records(submission.records, reason=f"cannot send to the audit writer: {error}")
                 continue
             del submission.messages[0]
             if not submission.messages:
                 with self._lock:
                     self._kept.popleft()
-
-    def _drop(self, records: Sequence[AuditRecord], *, reason: str) -> None:
-        metrics.count_audit_dropped(len(records))
-        log.error(
-            "dropped %d audit records (%s): %s",
-            len(records),
-            reason,
-            " ".join(format_json_line(r) for r in records),
-        )

@@ -33,11 +33,13 @@ from webhook.audit.database import (
     AuditBusyError,
     AuditDatabase,
     AuditDatabaseError,
+    EncodedRequest,
     Retention,
+    encode_requests,
     open_audit_database,
 )
 from webhook.audit.record import AuditRecord, AuditSink
-from webhook.audit.wire import format_json_line, format_json_lines
+from webhook.audit.wire import format_request_lines
 from webhook.logwriter import SLICE, QueuePoller
 
 # NOTE: the JSON lines have a logger of their own, not ``mlgate.audit``: it does not propagate
@@ -89,6 +91,97 @@ def configure_audit_log(stream: TextIO | None = None) -> None:
     audit_log.propagate = False
 
 
+class BatchWriter:
+    """Logs and stores batches of records, on whatever thread calls it: the store's writer
+    thread, or the audit writer process's loop.
+
+    Each batch: one JSON line per record (if ``json_log`` and ``mlgate.audit.trail`` is on),
+    then one transaction, retried while the database is busy; a batch that cannot be stored
+    is dropped, counted and logged in full. Prunes by the retention on the first batch, every
+    ``check_every``, and on ``close``.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], AuditDatabase],
+        *,
+        retention: Retention = DEFAULT_RETENTION,
+        settings: WriterSettings = WriterSettings(),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._connect = connect
+        self.retention = retention
+        self.settings = settings
+        self._clock = clock
+        self._database: AuditDatabase | None = None
+        self._next_prune = 0.0
+
+    def write(self, requests: list[EncodedRequest]) -> None:
+        self._write(requests)
+        if self._database is not None and time.monotonic() >= self._next_prune:
+            self._prune()
+
+    def close(self) -> None:
+        """Prune once more and close the connection."""
+        if self._database is not None:
+            self._prune()
+            self._database.close()
+            self._database = None
+
+    def _write(self, requests: list[EncodedRequest]) -> None:
+        if not requests:
+            return
+        if audit_log.isEnabledFor(logging.INFO):
+            # One call for a slice of lines: the same lines, without the logging machinery's
+            # per-call cost for every record (bench/); each slice's write lets other threads
+            # have the GIL.
+            lines = format_request_lines(requests)
+            for start in range(0, len(lines), SLICE):
+                audit_log.info(b"\n".join(lines[start : start + SLICE]).decode())
+        delay = self.settings.retry_delay
+        for attempt in range(self.settings.retries + 1):
+            try:
+                if self._database is None:
+                    self._database = self._connect()
+                self._database.insert_requests(requests)
+                return
+            except AuditBusyError as error:
+                if attempt == self.settings.retries:
+                    drop_requests(requests, reason=str(error))
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except AuditDatabaseError as error:
+                drop_requests(requests, reason=str(error))
+                if self._database is not None:
+                    self._database.close()
+                    self._database = None  # reconnect next time
+                return
+
+    def _prune(self) -> None:
+        assert self._database is not None
+        self._next_prune = time.monotonic() + self.retention.check_every.total_seconds()
+        try:
+            deleted = self._database.prune(self.retention, now=self._clock())
+        except AuditDatabaseError as error:
+            log.warning("audit retention failed, will retry: %s", error)
+            return
+        if deleted:
+            log.info("audit retention deleted %d records", deleted)
+
+
+def drop_records(records: Sequence[AuditRecord], *, reason: str) -> None:
+    """Give up on ``records``: counted in ``mlgate_audit_dropped_total``, logged in full."""
+    drop_requests(encode_requests(records), reason=reason)
+
+
+def drop_requests(requests: Sequence[EncodedRequest], *, reason: str) -> None:
+    """``drop_records`` for the records of encoded requests."""
+    lines = format_request_lines(requests)
+    metrics.count_audit_dropped(len(lines))
+    log.error("dropped %d audit records (%s): %s", len(lines), reason, b" ".join(lines).decode())
+
+
 class AuditStore:
     """An ``AuditSink`` over a database, with a writer thread per process."""
 
@@ -126,12 +219,12 @@ class AuditStore:
         if self._pid != os.getpid():
             self._start_writer()
         if self._closed:
-            self._drop(records, reason="audit store closed")
+            drop_records(records, reason="audit store closed")
             return
         try:
             self._queue.put_nowait(records)
         except queue.Full:
-            self._drop(records, reason="audit queue full")
+            drop_records(records, reason="audit queue full")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -169,18 +262,14 @@ class AuditStore:
     # --- the writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        database: AuditDatabase | None = None
-        next_prune = 0.0
+        writer = BatchWriter(
+            self._connect, retention=self.retention, settings=self.settings, clock=self._clock
+        )
         stopping = False
         while not stopping:
             batch, stopping = self._take_batch()
-            database = self._write(database, batch)
-            # Prune on the first batch, every ``check_every``, and once more when stopping.
-            if database is not None and (stopping or time.monotonic() >= next_prune):
-                next_prune = time.monotonic() + self.retention.check_every.total_seconds()
-                self._prune(database)
-        if database is not None:
-            database.close()
+            writer.write(encode_requests(batch))
+        writer.close()
 
     def _take_batch(self) -> tuple[list[AuditRecord], bool]:
         """Wait for submissions (``QueuePoller``: polling while they keep coming), then take
@@ -201,56 +290,6 @@ class AuditStore:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 return batch, False
-
-    def _write(
-        self, database: AuditDatabase | None, batch: list[AuditRecord]
-    ) -> AuditDatabase | None:
-        """Log and store one batch; the database to use next (None: reconnect next time)."""
-        if batch and audit_log.isEnabledFor(logging.INFO):
-            # One call for a slice of records: the same lines, without the logging
-            # machinery's per-call cost for every record (bench/); each slice's write lets
-            # the request threads have the GIL.
-            for start in range(0, len(batch), SLICE):
-                audit_log.info(format_json_lines(batch[start : start + SLICE]))
-        if not batch:
-            return database
-        delay = self.settings.retry_delay
-        for attempt in range(self.settings.retries + 1):
-            try:
-                if database is None:
-                    database = self._connect()
-                database.insert(batch)
-                return database
-            except AuditBusyError as error:
-                if attempt == self.settings.retries:
-                    self._drop(batch, reason=str(error))
-                    return database
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except AuditDatabaseError as error:
-                self._drop(batch, reason=str(error))
-                if database is not None:
-                    database.close()
-                return None
-        return database
-
-    def _prune(self, database: AuditDatabase) -> None:
-        try:
-            deleted = database.prune(self.retention, now=self._clock())
-        except AuditDatabaseError as error:
-            log.warning("audit retention failed, will retry: %s", error)
-            return
-        if deleted:
-            log.info("audit retention deleted %d records", deleted)
-
-    def _drop(self, records: Sequence[AuditRecord], *, reason: str) -> None:
-        metrics.count_audit_dropped(len(records))
-        log.error(
-            "dropped %d audit records (%s): %s",
-            len(records),
-            reason,
-            " ".join(format_json_line(r) for r in records),
-        )
 
 
 class SinkGroup:
