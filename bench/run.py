@@ -271,7 +271,8 @@ def measure_policy_scaling(
 
 
 def drive(server: Server, webhook: Webhook, mode: Mode, settings: Settings) -> LoadResult:
-    """One case against one server, with the CPU time its workers spent on it."""
+    """One case against one server, with the CPU time its workers and its audit writer spent
+    on it (the writer's share read once it has stored the case's records)."""
     cpu_before = server.cpu_seconds()
     result = run_load(
         settings.client,
@@ -283,6 +284,7 @@ def drive(server: Server, webhook: Webhook, mode: Mode, settings: Settings) -> L
         seconds=settings.seconds,
         workdir=settings.workdir,
     )
+    server.wait_for_audit_writer()
     return dataclasses.replace(result, server_cpu_s=server.cpu_seconds() - cpu_before)
 
 

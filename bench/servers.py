@@ -38,6 +38,21 @@ class Server:
         """mlgate's audit writer process (``webhook.audit.writer``), one or none."""
         return [pid for pid in find_children(self.process.pid) if is_audit_writer(pid)]
 
+    def wait_for_audit_writer(self, timeout: float = 30) -> None:
+        """Until the audit writer has stored what it was sent: its CPU time stops growing.
+
+        NOTE: it runs at a lower priority than the workers and falls behind while they are
+        saturated (~0.5 s after 5 s at 16 connections); the next case must not pay for it.
+        """
+        deadline = time.monotonic() + timeout
+        last = sum(process_cpu_seconds(pid) for pid in self.audit_writer_pids())
+        while time.monotonic() < deadline:
+            time.sleep(0.2)  # longer than the writer's poll (50 ms)
+            now = sum(process_cpu_seconds(pid) for pid in self.audit_writer_pids())
+            if now == last:
+                return
+            last = now
+
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the workers and the audit writer have used so far."""
         return sum(process_cpu_seconds(pid) for pid in find_children(self.process.pid))

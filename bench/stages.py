@@ -34,9 +34,15 @@ from policies.matching import select_policies
 from policies.model import PolicySet
 from webhook import metrics
 from webhook.admission import Admitter, Outcome, build_audit_records, denial_message
-from webhook.audit.database import AuditDatabase, open_audit_database
+from webhook.audit.channel import (
+    AuditChannel,
+    RequestAssembler,
+    encode_submission,
+    make_socket_pair,
+)
+from webhook.audit.database import AuditDatabase, encode_requests, open_audit_database
 from webhook.audit.record import AuditRecord, AuditSink
-from webhook.audit.wire import format_json_lines
+from webhook.audit.wire import format_request_lines
 from webhook.logwriter import BackgroundHandler
 from webhook.review import AdmissionReviewWire, build_response, parse_review
 
@@ -82,9 +88,10 @@ STAGES = (
     "build response",
     "serialise (orjson)",
     "audit records",
-    "audit submit",
-    "audit JSON lines (writer thread)",
-    "audit database insert (writer thread, CPU)",
+    "audit submit (encode + send)",
+    "audit decode (writer process)",
+    "audit JSON lines (writer process)",
+    "audit database insert (writer process, CPU)",
     "metrics",
     "decision log line (format + write)",
     "= admit() + serialise",
@@ -105,11 +112,9 @@ class Pipeline:
 
 def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
     """Per-request cost of each stage on the benchmark bodies, under the default policies."""
-    from webhook.audit.store import open_audit_store
-
     ensure_multiprocess_metrics(workdir)
     policy_set = load_policy_dir(default_policy_dir())
-    audit = open_audit_store(workdir / "profile-audit.db", json_log=False)
+    audit = DiscardingChannel()
     pipeline = Pipeline(
         policy_set=policy_set,
         admitter=Admitter(policies=StaticPolicies(policy_set)),
@@ -184,9 +189,12 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
         add("build response", respond)
         records = build_audit_records(ctx, verdict)
         add("audit records", lambda: build_audit_records(ctx, verdict))
-        add("audit submit", lambda: pipeline.audit.submit(list(records)))
-        add("audit JSON lines (writer thread)", lambda: format_json_lines(records))
-        costs["audit database insert (writer thread, CPU)"] = time_inserts(pipeline, records)
+        add("audit submit (encode + send)", lambda: pipeline.audit.submit(list(records)))
+        (message,) = encode_submission(records)
+        add("audit decode (writer process)", lambda: RequestAssembler().add(message))
+        requests = RequestAssembler().add(message)
+        add("audit JSON lines (writer process)", lambda: format_request_lines(requests))
+        costs["audit database insert (writer process, CPU)"] = time_inserts(pipeline, records)
         result = Outcome(review, "deny", results=tuple(results))
     add("serialise (orjson)", lambda: orjson.dumps(review))
 
@@ -214,7 +222,32 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
 
 
 # Requests per insert: about what the writer gathers in its linger at full load.
-INSERT_BATCH = 8
+# Requests per insert: the writer process stores what came in its last 50 ms, ~40-75 requests
+# at the rates of bench/run.py.
+INSERT_BATCH = 48
+
+
+class DiscardingChannel(AuditChannel):
+    """The workers' ``AuditChannel``, read by a forked process that throws the messages
+    away: a request pays what it pays in the server (encode, one send), and no writer
+    competes for this process's CPU."""
+
+    def __init__(self) -> None:
+        receiver, sender = make_socket_pair()
+        self._reader = os.fork()
+        if self._reader == 0:  # pragma: no cover (the reader)
+            sender.close()
+            buffer = bytearray(1 << 22)
+            while receiver.recv_into(buffer):
+                pass
+            os._exit(0)
+        receiver.close()
+        super().__init__(sender)
+
+    def close(self) -> None:
+        super().close()
+        self._socket.close()  # the reader sees the end of the stream
+        os.waitpid(self._reader, 0)
 
 
 def time_inserts(pipeline: Pipeline, records: Sequence[AuditRecord]) -> float:
@@ -230,15 +263,17 @@ def time_inserts(pipeline: Pipeline, records: Sequence[AuditRecord]) -> float:
     numbers = itertools.count()
     batches = iter(
         [
-            dataclasses.replace(record, uid=f"{record.uid}-{next(numbers)}")
-            for _ in range(INSERT_BATCH)
-            for record in records
+            encode_requests(
+                dataclasses.replace(record, uid=f"{record.uid}-{next(numbers)}")
+                for _ in range(INSERT_BATCH)
+                for record in records
+            )
+            for _ in range(calls * ROUNDS)
         ]
-        for _ in range(calls * ROUNDS)
     )
     database = pipeline.database
     micros = time_per_call(
-        lambda: database.insert(next(batches)), iterations=calls, clock=time.thread_time
+        lambda: database.insert_requests(next(batches)), iterations=calls, clock=time.thread_time
     )
     return micros / INSERT_BATCH
 
@@ -249,13 +284,13 @@ def _mean(values: Sequence[float] | None) -> float | None:
 
 def profile_handler(iterations: int, workdir: Path) -> dict[Webhook, float | None]:
     """The whole ``/mutate`` and ``/validate`` handlers: the falcon app called as gunicorn
-    calls it (a WSGI environ, the body in a stream), with the audit store, metrics and the
-    decision log on their writer threads as in the server."""
+    calls it (a WSGI environ, the body in a stream), with the workers' audit channel (its
+    reader a process of its own), metrics, and the decision log on its writer thread, as in
+    the server."""
     from webhook.app import create_app
-    from webhook.audit.store import open_audit_store
     from webhook.settings import Settings
 
-    audit = open_audit_store(workdir / "handler-audit.db", json_log=False)
+    audit = DiscardingChannel()
     decision_log = logging.getLogger("mlgate.decisions")
     handlers = decision_log.handlers
     decision_log.handlers = [BackgroundHandler(handlers[0])] if handlers else []
