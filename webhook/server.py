@@ -263,6 +263,10 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "loglevel": opts.log_level,
             "accesslog": None,
             "limit_request_line": 8190,
+            # NOTE: no gunicorn control socket (gunicorn >= 25.1 opens one in $HOME by
+            # default): a management interface nobody here uses, one path shared by every
+            # gunicorn of the user, and a write into a read-only root file system in a pod.
+            "control_socket_disable": True,
             **opts.extra,
         }
         for key, value in config.items():

@@ -196,6 +196,14 @@ def test_decision_log_is_one_json_line_per_admission(server: RunningServer) -> N
     assert any(r["rule"] == "images.no-latest" for r in line["results"])
 
 
+def test_the_server_runs_one_audit_writer_and_no_gunicorn_control_socket(
+    server: RunningServer,
+) -> None:
+    log = server.log()
+    assert log.count("audit writer started") == 1
+    assert "Control socket listening" not in log
+
+
 def test_default_serve_makes_and_reuses_a_local_ca(tmp_path: Path, tls_files: TlsFiles) -> None:
     """No --cert: the state folder gets ca.crt, tls.crt and tls.key, reused next start."""
     from webhook.cli import ensure_dev_certificate
