@@ -50,7 +50,9 @@ log = logging.getLogger("mlgate.audit.store")
 
 @dataclass(frozen=True)
 class WriterSettings:
-    """How the writer thread batches and retries; the defaults suit an admission webhook."""
+    """How a writer batches and retries, the store's thread or the audit writer process
+    (``queue_size`` and ``close_timeout``: the store's only); the defaults suit an admission
+    webhook."""
 
     # Submissions (one per request, holding its records) the queue takes before it drops them:
     # generous, ~100 MB of records at worst, never reached in practice.
@@ -62,11 +64,11 @@ class WriterSettings:
     # How long the writer lets records gather after the first one before writing them;
     # records reach the database this late. NOTE: a transaction costs ~45 system calls
     # (a header and a page written for each of ~15 pages, locks, file checks) whatever it
-    # holds, and with several workers each transaction starts by rereading the pages another
-    # process changed: two processes storing 170 requests/s each spent ~510 us of CPU per
-    # request at 10 ms, ~300 at 50 ms; at 750 requests/s each, ~220 -> ~160 (bench/). The
-    # writer formats a batch's JSON lines in slices (``SLICE``), so that it never holds the
-    # GIL long enough to show in the requests' latency.
+    # holds: in process, two writers storing 170 requests/s each spent ~510 us of CPU per
+    # request at 10 ms, ~300 at 50 ms; at 750 requests/s each, ~220 -> ~160; the writer
+    # process at 10 ms used ~35-65% more CPU per request than at 50 (bench/). A batch's JSON
+    # lines are formatted in slices (``SLICE``), so that a writer thread never holds the GIL
+    # long enough to show in the requests' latency.
     linger: float = 0.05
     # After this long without a submission the writer stops polling and blocks until the next.
     idle_after: float = 1.0
