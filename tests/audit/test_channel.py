@@ -65,6 +65,19 @@ class CollectingSink:
         self.records += records_of(requests)
 
 
+def start_reader(
+    receiver: socket.socket, sender: socket.socket, sink: CollectingSink
+) -> threading.Thread:
+    """The writer process's loop, on a thread: until every sending end is closed."""
+    reader = threading.Thread(
+        target=receive_records,
+        args=(receiver, sink.submit),
+        kwargs={"buffer_size": largest_message(sender)},
+    )
+    reader.start()
+    return reader
+
+
 def read_dropped() -> float:
     return REGISTRY.get_sample_value("mlgate_audit_dropped_total") or 0.0
 
@@ -139,8 +152,16 @@ def test_a_request_whose_last_part_never_came_is_still_given_back() -> None:
         pytest.param(b"[[1, 2, 3]]", id="too-few-fields"),
         pytest.param(b'[["t", "uid", 1, 2, 3, 4, 5, [], false, [], "", [], false]]', id="bad-time"),
         pytest.param(
-            b'[[1, "u", "CREATE", "Pod", "n", "p", "a", [], false, [], "", [["two", 1]], false]]',
+            b'[[1, "u", "CREATE", "Pod", "n", "p", "a", "[]", 0, "[]", "", [["two", 1]], false]]',
             id="short-result",
+        ),
+        pytest.param(
+            b'[[1, "u", "CREATE", "Pod", "n", "p", "a", "no json", 0, "[]", "", [], false]]',
+            id="groups-not-json",
+        ),
+        pytest.param(
+            b'[[1, "u", "CREATE", "Pod", "n", "p", "a", "{}", 0, "[]", "", [], false]]',
+            id="groups-not-a-list",
         ),
     ],
 )
@@ -152,12 +173,7 @@ def test_a_message_that_is_not_ours_is_refused_with_a_reason(message: bytes) -> 
 def test_records_cross_the_socket_and_the_reader_ends_when_every_sender_has_closed() -> None:
     receiver, sender = make_socket_pair()
     sink = CollectingSink()
-    reader = threading.Thread(
-        target=receive_records,
-        args=(receiver, sink.submit),
-        kwargs={"buffer_size": largest_message(sender)},
-    )
-    reader.start()
+    reader = start_reader(receiver, sender, sink)
     # A forked child holds the sending end too (as a gunicorn worker does): the reader must
     # not end before the child has sent everything and exited.
     child = os.fork()
@@ -192,12 +208,7 @@ def test_submit_does_not_wait_for_a_writer_that_is_behind_and_nothing_is_lost() 
     assert time.monotonic() - started < 5
     assert channel._kept, "the socket took everything: make the test send more"
     sink = CollectingSink()
-    reader = threading.Thread(
-        target=receive_records,
-        args=(receiver, sink.submit),
-        kwargs={"buffer_size": largest_message(sender)},
-    )
-    reader.start()
+    reader = start_reader(receiver, sender, sink)
     channel.close()
     sender.close()
     reader.join(10)
@@ -290,3 +301,20 @@ def test_a_record_survives_the_trip_field_by_field() -> None:
     (back,) = decode_all(encode_submission([record]))
     assert dataclasses.asdict(back) == dataclasses.asdict(record)
     assert back.time.tzinfo is not None
+
+
+def test_a_single_result_larger_than_a_message_still_goes_through_whole() -> None:
+    # Over MAX_MESSAGE, under the smallest socket buffer a host gives (net.core.wmem_max's
+    # default, 212992 bytes, doubled).
+    record = make_record(4, message="m" * 150_000)
+    (message,) = encode_submission([record])
+    assert len(message) > MAX_MESSAGE
+    receiver, sender = make_socket_pair()
+    sink = CollectingSink()
+    reader = start_reader(receiver, sender, sink)
+    channel = AuditChannel(sender)
+    channel.submit([record])
+    channel.close()
+    sender.close()
+    reader.join(5)
+    assert sink.records == [record]

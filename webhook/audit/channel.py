@@ -10,9 +10,9 @@ however many workers send at once), a full socket says so at once (``EAGAIN``) i
 blocking, and the reader sees the end of the stream only once every process that could send
 has closed its end.
 
-A message is a JSON list of requests, each ``[time_us, uid, operation, kind, namespace, name,
-username, groups, dryRun, images, owner, results, more]`` with ``results`` a list of
-``[policy, rule, action, message]``. A request too large for one message (``MAX_MESSAGE``) is
+A message is a JSON list of requests, each the request's row of ``audit_requests`` as the
+database stores it (``encode_requests``: groups and images already JSON text), then its
+``results`` (a list of ``[policy, rule, action, message]``), then ``more``. A request too large for one message (``MAX_MESSAGE``) is
 sent in parts: every part but the last has ``more`` true, and the writer joins them.
 """
 
@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from webhook.audit.database import EncodedRequest, to_micros
-from webhook.audit.record import AuditRecord, request_values
+from webhook.audit.database import REQUEST_COLUMNS, EncodedRequest, encode_requests
+from webhook.audit.record import AuditRecord
 from webhook.audit.store import drop_records
 
 log = logging.getLogger("mlgate.audit.channel")
@@ -59,38 +59,19 @@ def largest_message(sender: socket.socket) -> int:
 
 
 def encode_submission(records: Iterable[AuditRecord]) -> list[bytes]:
-    """The messages that carry ``records``: one, unless they exceed ``MAX_MESSAGE``."""
-    requests: dict[tuple[Any, ...], tuple[list[Any], list[Result]]] = {}
-    for record in records:
-        key = request_values(record)
-        request = requests.get(key)
-        if request is None:
-            request = requests[key] = (_request_entry(record), [])
-        request[1].append((record.policy, record.rule, record.action, record.message))
-    entries = [[*fields, results, False] for fields, results in requests.values()]
-    data = orjson.dumps(entries)
+    """The messages that carry ``records``: one, unless they exceed ``MAX_MESSAGE``.
+
+    A request goes as the database will store it (``encode_requests``): its row, groups and
+    images already JSON text, and its results, each once.
+    """
+    requests = encode_requests(records)
+    data = orjson.dumps([[*request.row, list(request.results), False] for request in requests])
     if len(data) <= MAX_MESSAGE:
         return [data]
     messages = []
-    for fields, results in requests.values():
-        messages += _encode_parts(fields, results, more=False)
+    for request in requests:
+        messages += _encode_parts(list(request.row), list(request.results), more=False)
     return messages
-
-
-def _request_entry(record: AuditRecord) -> list[Any]:
-    return [
-        to_micros(record.time),
-        record.uid,
-        record.operation,
-        record.kind,
-        record.namespace,
-        record.name,
-        record.username,
-        record.groups,
-        record.dry_run,
-        record.images,
-        record.owner,
-    ]
 
 
 def _encode_parts(fields: list[Any], results: Sequence[Result], *, more: bool) -> list[bytes]:
@@ -150,35 +131,18 @@ class RequestAssembler:
         return requests
 
 
-def _decode_request(fields: list[Any], results: list[list[str]]) -> EncodedRequest:
-    """The request as ``encode_requests`` makes it from its records: its row of
-    ``audit_requests`` (in ``REQUEST_COLUMNS`` order) and its results, each once."""
-    (time_us, uid, operation, kind, namespace, name, username, groups, dry_run, images, owner) = (
-        fields
-    )
-    if not isinstance(time_us, int) or not isinstance(groups, list):
-        raise TypeError("a request's time must be an integer and its groups a list")
-    if not all(isinstance(text, str) for text in (uid, operation, kind, namespace, name)):
-        raise TypeError("a request's uid, operation, kind, namespace and name are strings")
-    row = (
-        time_us,
-        uid,
-        operation,
-        kind,
-        namespace,
-        name,
-        str(username),
-        orjson.dumps([str(group) for group in groups]).decode(),
-        int(bool(dry_run)),
-        orjson.dumps([str(image) for image in images]).decode(),
-        str(owner),
-    )
+def _decode_request(row: list[Any], results: list[list[str]]) -> EncodedRequest:
+    """The request as ``encode_requests`` made it in the worker, checked: the writer puts
+    the groups and images into JSON lines as they are, so they must be JSON arrays."""
+    if len(row) != len(REQUEST_COLUMNS) or not isinstance(row[0], int):
+        raise TypeError("a request is its row of audit_requests, time first")
+    if not all(isinstance(row[index], str) for index in (1, 2, 3, 4, 5, 6, 7, 9, 10)):
+        raise TypeError("a request's text columns must be strings")
+    if not isinstance(orjson.loads(row[7]), list) or not isinstance(orjson.loads(row[9]), list):
+        raise TypeError("a request's groups and images must be JSON arrays")
     return EncodedRequest(
-        row,
-        {
-            (str(policy), str(rule), str(action), str(message)): None
-            for policy, rule, action, message in results
-        },
+        (*row[:8], int(bool(row[8])), *row[9:]),
+        {(str(p), str(r), str(a), str(m)): None for p, r, a, m in results},
     )
 
 
