@@ -294,3 +294,48 @@ def test_workers_replaced_on_reload_keep_the_metrics_and_the_one_audit_writer(
         == 80
     )
     assert server.log().count("audit writer started") == 1
+
+
+def wait_until_stored(target: str, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        database = open_audit_database(target, create=False)
+        try:
+            if database.count(AuditQuery()) >= count:
+                return
+        finally:
+            database.close()
+        assert time.monotonic() < deadline, "the records were not stored in time"
+        time.sleep(0.1)
+
+
+def audit_writer_pid(server: RunningServer) -> int:
+    for pid in child_pids(server.process.pid):
+        if b"webhook.audit.writer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return pid
+    raise AssertionError("no audit writer process")
+
+
+def test_an_audit_writer_killed_under_load_is_restarted_and_nothing_is_lost(
+    tls_files: TlsFiles, policy_dir: Path, tmp_path: Path
+) -> None:
+    """gunicorn's master reaps every child it sees exit, the writer included: the server must
+    still notice, start another, and store what was sent meanwhile."""
+    target = str(tmp_path / "audit.db")
+    with run_server(
+        tls=tls_files, workdir=tmp_path, policies=policy_dir, extra_args=("--audit-db", target)
+    ) as server:
+        first = send_denied([server], 40)
+        # Killed once it has stored them: what a writer had read and not yet stored when it
+        # died is lost (the socket keeps only what nobody has read).
+        wait_until_stored(target, 40)
+        os.kill(audit_writer_pid(server), signal.SIGKILL)
+        second = send_denied([server], 40)  # while no writer runs, or the new one starts
+        deadline = time.monotonic() + 20
+        while server.log().count("audit writer started") < 2:
+            assert time.monotonic() < deadline, server.log()[-3000:]
+            time.sleep(0.1)
+        third = send_denied([server], 40)
+        assert server.stop() == 0
+    assert_exactly_once(target, first + second + third)
+    assert "restarting it in 1 s" in server.log()

@@ -12,7 +12,8 @@ switch interval), and two workers' writers alternating on one SQLite file made e
 transaction reread what the other wrote (bench/, README "Performance").
 
 Nothing is lost on the way: the master keeps the receiving end open, so what a writer that
-died had not read waits in the socket for the next one (the master restarts it, after 1 s,
+died had not read waits in the socket for the next one (what it had read and not yet stored,
+one poll's worth at most, dies with it) (the master restarts it, after 1 s,
 doubling up to 30 s); when the server stops, the master closes its sending end after the
 workers have sent everything and exited, and the writer stores what is left and ends at the
 end of the stream.
