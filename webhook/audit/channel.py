@@ -12,8 +12,9 @@ has closed its end.
 
 A message is a JSON list of requests, each the request's row of ``audit_requests`` as the
 database stores it (``encode_requests``: groups and images already JSON text), then its
-``results`` (a list of ``[policy, rule, action, message]``), then ``more``. A request too large for one message (``MAX_MESSAGE``) is
-sent in parts: every part but the last has ``more`` true, and the writer joins them.
+``results`` (a list of ``[policy, rule, action, message]``), then ``more``. A request too
+large for one message (``MAX_MESSAGE``) is sent in parts: every part but the last has ``more``
+true, and the writer joins them.
 """
 
 from __future__ import annotations
