@@ -17,9 +17,10 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 FLUSH_TIMEOUT = 5.0
@@ -33,6 +34,28 @@ LINGER = 0.05
 SLICE = 32
 # After this long without a record the writer stops polling and blocks until the next one.
 IDLE_AFTER = 1.0
+# NOTE: the most a write to a pipe may hold and still never be interleaved with another
+# process's write (POSIX PIPE_BUF; 4096 on Linux). Every process of ``mlgate serve`` writes
+# JSON lines to the same stdout, which in a pod is a pipe to the container runtime: a longer
+# write could be cut by another process's lines, and a log collector would drop both lines.
+PIPE_BUF = select.PIPE_BUF
+
+
+def pack_lines(lines: Iterable[str], *, limit: int = PIPE_BUF) -> Iterator[str]:
+    """``lines`` (each ending in a newline) joined into chunks of at most ``limit`` bytes, in
+    order; a line longer than that is a chunk of its own."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line) if line.isascii() else len(line.encode())
+        if chunk and size + length > limit:
+            yield "".join(chunk)
+            chunk = []
+            size = 0
+        chunk.append(line)
+        size += length
+    if chunk:
+        yield "".join(chunk)
 
 
 Item = TypeVar("Item")
@@ -184,7 +207,8 @@ def _write_to_stream(
     target: logging.StreamHandler,  # type: ignore[type-arg]
     records: list[logging.LogRecord],
 ) -> None:
-    """Format and write ``records``, a write and a flush per ``SLICE`` of them."""
+    """Format ``records`` a ``SLICE`` at a time and write them, a write and a flush per
+    ``PIPE_BUF`` bytes of whole lines."""
     for start in range(0, len(records), SLICE):
         part = records[start : start + SLICE]
         lines = []
@@ -199,7 +223,8 @@ def _write_to_stream(
             continue
         with target.lock or contextlib.nullcontext():
             try:
-                target.stream.write("".join(lines))
-                target.stream.flush()
+                for chunk in pack_lines(lines):
+                    target.stream.write(chunk)
+                    target.stream.flush()
             except Exception:
                 target.handleError(part[-1])

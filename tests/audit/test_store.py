@@ -32,7 +32,7 @@ from webhook.audit.database import (
 )
 from webhook.audit.record import AuditRecord
 from webhook.audit.store import AuditStore, WriterSettings, configure_audit_log, open_audit_store
-from webhook.logwriter import SLICE
+from webhook.logwriter import PIPE_BUF, SLICE
 
 NO_RETENTION = Retention(max_age=None, max_rows=None, max_bytes=None)
 
@@ -288,16 +288,30 @@ def test_processes_starting_together_migrate_once(audit_target: str) -> None:
     assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
 
 
-def test_a_long_batch_of_json_lines_comes_out_whole_and_in_order(tmp_path: Path) -> None:
-    stream = io.StringIO()
+class WriteCounter(io.StringIO):
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_a_long_batch_of_json_lines_comes_out_whole_in_order_and_in_pipe_sized_writes(
+    tmp_path: Path,
+) -> None:
+    stream = WriteCounter()
     logger = logging.getLogger("mlgate.audit.trail")
     saved = list(logger.handlers)
     logger.handlers.clear()
     try:
         configure_audit_log(stream)
         store = open_audit_store(tmp_path / "audit.db", json_log=False)
-        # One submission: one batch, formatted in slices.
-        store.submit([make_record(n) for n in range(3 * SLICE + 1)])
+        # One submission: one batch, written in several chunks.
+        store.submit([make_record(n, message="ü" * (n * 10)) for n in range(3 * SLICE + 1)])
         store.close()
     finally:
         logger.handlers[:] = saved
@@ -305,6 +319,11 @@ def test_a_long_batch_of_json_lines_comes_out_whole_and_in_order(tmp_path: Path)
     assert [json.loads(line)["uid"] for line in lines] == [
         f"uid-{n:06d}" for n in range(3 * SLICE + 1)
     ]
+    # Whole lines, at most PIPE_BUF bytes a write: another process's write to the same pipe
+    # never lands inside a line.
+    assert len(stream.writes) > 1
+    assert all(write.endswith("\n") for write in stream.writes)
+    assert all(len(write.encode()) <= PIPE_BUF for write in stream.writes)
 
 
 def test_reports_refuse_to_create_a_missing_sqlite_file(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.logwriter import SLICE, BackgroundHandler, QueuePoller
+from webhook.logwriter import PIPE_BUF, SLICE, BackgroundHandler, QueuePoller, pack_lines
 
 
 class ClosingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -108,8 +108,29 @@ def test_a_long_batch_is_written_in_slices_in_order() -> None:
         logger.info("line %d", i)
     handler.close()
     assert stream.getvalue().splitlines() == [f"line {i}" for i in range(5 * SLICE + 3)]
-    # A write per slice at most: the writer never formats more than SLICE lines in one go.
+    # A write per slice at most: the writer never formats more than SLICE lines in one go;
+    # and whole lines, at most PIPE_BUF bytes a write.
     assert all(0 < write.count("\n") <= SLICE for write in stream.writes)
+    assert all(write.endswith("\n") for write in stream.writes)
+    assert all(len(write.encode()) <= PIPE_BUF for write in stream.writes)
+
+
+@pytest.mark.parametrize(
+    ("lines", "limit", "chunks"),
+    [
+        pytest.param([], 10, [], id="nothing"),
+        pytest.param(["ab\n", "cd\n", "ef\n"], 6, ["ab\ncd\n", "ef\n"], id="ascii"),
+        pytest.param(["ab\n", "cd\n"], 100, ["ab\ncd\n"], id="all-in-one"),
+        # "é" is two bytes: two such lines are 6 bytes, over a limit of 5
+        pytest.param(["é\n", "é\n"], 5, ["é\n", "é\n"], id="counts-bytes-not-characters"),
+        pytest.param(["a\n", "x" * 20 + "\n", "b\n"], 8, ["a\n", "x" * 20 + "\n", "b\n"],
+                     id="a-long-line-alone"),
+    ],
+)  # fmt: skip
+def test_lines_are_packed_whole_into_chunks_of_at_most_the_limit(
+    lines: list[str], limit: int, chunks: list[str]
+) -> None:
+    assert list(pack_lines(lines, limit=limit)) == chunks
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

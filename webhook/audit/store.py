@@ -40,7 +40,7 @@ from webhook.audit.database import (
 )
 from webhook.audit.record import AuditRecord, AuditSink
 from webhook.audit.wire import format_request_lines
-from webhook.logwriter import SLICE, QueuePoller
+from webhook.logwriter import PIPE_BUF, QueuePoller, pack_lines
 
 # NOTE: the JSON lines have a logger of their own, not ``mlgate.audit``: it does not propagate
 # (its lines are bare JSON, not log records), and the other ``mlgate.audit.*`` loggers must.
@@ -66,9 +66,7 @@ class WriterSettings:
     # (a header and a page written for each of ~15 pages, locks, file checks) whatever it
     # holds: in process, two writers storing 170 requests/s each spent ~510 us of CPU per
     # request at 10 ms, ~300 at 50 ms; at 750 requests/s each, ~220 -> ~160; the writer
-    # process at 10 ms used ~35-65% more CPU per request than at 50 (bench/). A batch's JSON
-    # lines are formatted in slices (``SLICE``), so that a writer thread never holds the GIL
-    # long enough to show in the requests' latency.
+    # process at 10 ms used ~35-65% more CPU per request than at 50 (bench/).
     linger: float = 0.05
     # After this long without a submission the writer stops polling and blocks until the next.
     idle_after: float = 1.0
@@ -134,12 +132,12 @@ class BatchWriter:
         if not requests:
             return
         if audit_log.isEnabledFor(logging.INFO):
-            # One call for a slice of lines: the same lines, without the logging machinery's
-            # per-call cost for every record (bench/); each slice's write lets other threads
-            # have the GIL.
-            lines = format_request_lines(requests)
-            for start in range(0, len(lines), SLICE):
-                audit_log.info(b"\n".join(lines[start : start + SLICE]).decode())
+            # One call for several lines: the same lines, without the logging machinery's
+            # per-call cost for every record (bench/); whole lines, at most PIPE_BUF bytes a
+            # call, so that no other process's write lands inside one (``pack_lines``).
+            lines = [line.decode() + "\n" for line in format_request_lines(requests)]
+            for chunk in pack_lines(lines, limit=PIPE_BUF - 1):
+                audit_log.info(chunk[:-1])  # the handler adds the last newline
         delay = self.settings.retry_delay
         for attempt in range(self.settings.retries + 1):
             try:
