@@ -90,6 +90,9 @@ class LoadResult:
     p90_ms: float
     p99_ms: float
     server_cpu_s: float = 0.0  # CPU time the server's workers used during the run
+    # mlgate's own view: p50 and p99 of its decision lines' latency_ms (on_post to answer)
+    handler_p50_ms: float | None = None
+    handler_p99_ms: float | None = None
 
     @property
     def rps(self) -> float:

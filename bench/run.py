@@ -8,6 +8,7 @@ number of loaded policies, and the resident memory of each worker.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import http.client
 import os
@@ -135,6 +136,7 @@ def run_benchmark(settings: Settings) -> int:
     if "servers" in parts:
         cases, default_tls, memory = measure_servers(settings)
         out.write("\n" + format_cases(cases, default_tls))
+        out.write("\n" + format_handler_latency(cases))
         out.flush()
     scaling: dict[int, dict[Webhook, LoadResult]] = {}
     in_process: dict[int, dict[Webhook, float]] = {}
@@ -274,6 +276,7 @@ def drive(server: Server, webhook: Webhook, mode: Mode, settings: Settings) -> L
     """One case against one server, with the CPU time its workers and its audit writer spent
     on it (the writer's share read once it has stored the case's records)."""
     cpu_before = server.cpu_seconds()
+    log_offset = server.log_file.stat().st_size
     result = run_load(
         settings.client,
         url=server.url,
@@ -284,8 +287,31 @@ def drive(server: Server, webhook: Webhook, mode: Mode, settings: Settings) -> L
         seconds=settings.seconds,
         workdir=settings.workdir,
     )
-    server.wait_for_audit_writer()
-    return dataclasses.replace(result, server_cpu_s=server.cpu_seconds() - cpu_before)
+    server.wait_for_audit_writer()  # also longer than the decision log's 50 ms poll
+    handler = read_handler_latencies(server.log_file, log_offset)
+    return dataclasses.replace(
+        result,
+        server_cpu_s=server.cpu_seconds() - cpu_before,
+        handler_p50_ms=percentile(handler, 0.50) if handler else None,
+        handler_p99_ms=percentile(handler, 0.99) if handler else None,
+    )
+
+
+def read_handler_latencies(log_file: Path, offset: int) -> list[float]:
+    """The ``latency_ms`` of every decision line the server logged after ``offset``, sorted
+    (the baseline logs none)."""
+    latencies = []
+    with log_file.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            if b'"msg":"admission"' in line:
+                with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
+                    latencies.append(float(orjson.loads(line)["latency_ms"]))
+    return sorted(latencies)
+
+
+def percentile(ordered: Sequence[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def warm_up(server: Server, settings: Settings) -> None:
@@ -373,6 +399,25 @@ def format_cases(cases: Sequence[Case], default_tls: dict[Webhook, LoadResult]) 
             f"| /{webhook} | {NEW_CONNECTIONS.name}, baseline on gunicorn's default TLS "
             f"(context per connection, RSA-2048) | {result.rps:,.0f}{_errors(result)} | | "
             f"| {_latency(result)} | | {result.cpu_us_per_request:,.0f} / |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def format_handler_latency(cases: Sequence[Case]) -> str:
+    """mlgate's own latency beside wrk's: what the client waits for beyond the handler is
+    TLS, gunicorn and the scheduling of both on the same cores."""
+    lines = [
+        "| endpoint | connections | mlgate handler p50 / p99 ms (its decision lines) "
+        "| wrk p50 / p99 ms |",
+        "|---|---|--:|--:|",
+    ]
+    for case in cases:
+        m = case.mlgate
+        if m.handler_p50_ms is None or m.handler_p99_ms is None:
+            continue
+        lines.append(
+            f"| /{case.webhook} | {case.mode.name} "
+            f"| {m.handler_p50_ms:.2f} / {m.handler_p99_ms:.2f} | {m.p50_ms:.2f} / {m.p99_ms:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -37,6 +37,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, 
     "heading",
     [
         pytest.param("| endpoint | connections | baseline req/s | mlgate req/s", id="cases"),
+        pytest.param("| endpoint | connections | mlgate handler p50 / p99 ms", id="handler"),
         pytest.param("| target | measured | met |", id="targets"),
         pytest.param("| stage (in process, default policies)", id="stages"),
         pytest.param("| loaded policies |", id="policies"),
@@ -81,3 +82,15 @@ def test_quick_run_profiles_each_stage(quick_run: tuple[str, dict[str, Any]]) ->
     memory = dict(figures["memory_mb"])
     assert len(memory.pop("mlgate's audit writer process")) == 1
     assert all(len(sizes) == 2 and min(sizes) > 0 for sizes in memory.values())
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_reads_mlgates_own_latency_from_its_decision_lines(
+    quick_run: tuple[str, dict[str, Any]],
+) -> None:
+    _, figures = quick_run
+    for case in figures["cases"]:
+        mlgate, baseline = case["mlgate"], case["baseline"]
+        assert 0 < mlgate["handler_p50_ms"] <= mlgate["handler_p99_ms"]
+        assert mlgate["handler_p50_ms"] < mlgate["p50_ms"]  # the client waits for more
+        assert baseline["handler_p50_ms"] is None  # the baseline logs no decisions
