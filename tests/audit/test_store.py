@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.audit.records import NOW, make_record
+from tests.streams import WriteCounter
 from webhook.audit.database import (
     COLUMNS,
     MIGRATIONS,
@@ -286,18 +287,6 @@ def test_processes_starting_together_migrate_once(audit_target: str) -> None:
     rows = database.execute("SELECT version FROM schema_version ORDER BY version")
     database.close()
     assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
-
-
-class WriteCounter(io.StringIO):
-    """A stream that keeps each write apart."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        return super().write(text)
 
 
 def test_a_long_batch_of_json_lines_comes_out_whole_in_order_and_in_pipe_sized_writes(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import queue
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.streams import WriteCounter
 from webhook.logwriter import PIPE_BUF, SLICE, BackgroundHandler, QueuePoller, pack_lines
 
 
@@ -81,18 +81,6 @@ def test_close_writes_what_is_still_queued(tmp_path: Path) -> None:
         logger.info("line %d", i)
     handler.close()
     assert len(path.read_text().splitlines()) == 1000
-
-
-class WriteCounter(io.StringIO):
-    """A stream that keeps each write apart."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[str] = []
-
-    def write(self, text: str) -> int:
-        self.writes.append(text)
-        return super().write(text)
 
 
 def test_a_long_batch_is_written_in_slices_in_order() -> None:
