@@ -3,20 +3,20 @@
 The master starts it before it forks the workers (``AuditWriterProcess.start``, from
 gunicorn's ``when_ready``); each worker sends its records over the socket pair the master
 made (``webhook.audit.channel``), and the process logs them as JSON lines and stores them
-(an ``AuditStore``, batched, retried while the database is busy, pruned by the retention).
+(``BatchWriter``: batched, retried while the database is busy, pruned by the retention).
 
-Why a process: writing the trail costs more CPU than deciding (~100-200 us per validating
-request for the insert alone); done on a thread of each worker, it competed with the
-requests for the worker's GIL, which set `/validate`'s one-connection p99 (~5 ms, CPython's
-switch interval), and two workers' writers alternating on one SQLite file made each
-transaction reread what the other wrote (bench/, README "Performance").
+Why a process: writing the trail costs more CPU than deciding (~80 us per validating request
+for the insert alone); done on a thread of each worker it competed with the requests for the
+worker's GIL, and two workers' writers alternating on one SQLite file made each transaction
+reread what the other wrote. Out of the workers, `/validate`'s one-connection p99 went from
+5.0-6.8 ms to 3.9-5.4 (bench/, README "Performance").
 
-Nothing is lost on the way: the master keeps the receiving end open, so what a writer that
-died had not read waits in the socket for the next one (what it had read and not yet stored,
-one poll's worth at most, dies with it) (the master restarts it, after 1 s,
-doubling up to 30 s); when the server stops, the master closes its sending end after the
-workers have sent everything and exited, and the writer stores what is left and ends at the
-end of the stream.
+Nothing is lost on the way. The master keeps the receiving end open, so what a writer that
+died had not read waits in the socket for the next one, which the master starts after 1 s
+(doubling up to 30 s); only what the dead one had read and not yet stored, one poll's worth
+at most, is gone. When the server stops, the master closes its sending end after the workers
+have sent everything and exited, and the writer stores what is left and ends at the end of
+the stream.
 """
 
 from __future__ import annotations
@@ -54,11 +54,10 @@ log = logging.getLogger("mlgate.audit.writer")
 RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 30.0
 DEFAULT_SETTINGS = WriterSettings()
-# NOTE: the writer yields the CPU to the workers: every ``linger`` it stores what came in one
-# burst (~5 ms of CPU at 900 requests/s), and at the workers' priority that burst preempted a
-# request now and then, which set /validate's one-connection p99 (bench/). Under a sustained
-# overload it falls behind and the socket, then each worker's backlog, hold the records until
-# it catches up.
+# NOTE: storing the trail is background work: at nice 10 the workers come first while the CPU
+# is short, and under a sustained overload the writer falls behind (the socket, then each
+# worker's backlog, hold the records until it catches up; ~0.5 s after 5 s at 16 connections,
+# bench/). A lower priority did not measurably change the one-connection p99.
 NICENESS = 10
 # A writer that ran this long before it died is restarted after RESTART_DELAY again.
 HEALTHY_AFTER = 60.0
@@ -220,9 +219,10 @@ def receive_records(
 
     NOTE: while messages keep coming, the reader sleeps ``linger`` and then takes everything
     the socket holds, rather than waiting on the socket: a send that finds the reader waiting
-    wakes it, and a wake-up per request cost the workers ~200 us of CPU per validating
-    request on a 2-core VM (the wake-up itself, and the writer preempting a worker each time;
-    bench/). After ``idle_after`` without a message it waits on the socket until the next.
+    wakes it: woken for every request, the writer spent ~160-220 us of CPU per validating
+    request, polling ~120, and a sender that wakes a process pays ~30 us more for its send
+    on this 2-core VM (bench/). After ``idle_after`` without a message it waits on the socket
+    until the next.
     """
     assembler = RequestAssembler()
     buffer = bytearray(buffer_size)
