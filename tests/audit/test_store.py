@@ -26,6 +26,7 @@ from webhook.audit.database import (
     PostgresDatabase,
     Retention,
     SqliteDatabase,
+    encode_requests,
     is_postgres_url,
     open_audit_database,
     records_source,
@@ -473,3 +474,23 @@ def test_counts_read_the_records_table_alone_unless_they_need_the_request(
     query: AuditQuery, groupings: tuple[str, ...], source: str
 ) -> None:
     assert records_source(query, groupings) == source
+
+
+def test_an_insert_pauses_before_each_row_inside_its_one_transaction(audit_target: str) -> None:
+    database = open_audit_database(audit_target)
+    reader = open_audit_database(audit_target)
+    records = [make_record(n) for n in range(4)]
+    records += [make_record(n, rule="images.allowed-repository") for n in range(2)]
+    seen_while_pausing: list[int] = []
+
+    def pause() -> None:  # the audit writer process gives the CPU up here
+        seen_while_pausing.append(reader.count(AuditQuery()))
+
+    requests = encode_requests(records)
+    assert database.insert_requests(requests, pause=pause) == 6
+    stored = reader.count(AuditQuery())
+    database.close()
+    reader.close()
+    assert len(seen_while_pausing) == 4 + 6  # a row per request, a row per result
+    assert set(seen_while_pausing) == {0}  # nothing visible before the transaction ends
+    assert stored == 6

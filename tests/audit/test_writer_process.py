@@ -19,7 +19,7 @@ import pytest
 from tests.audit.records import make_record
 from webhook.audit.database import AuditDatabaseError, AuditQuery, Retention, open_audit_database
 from webhook.audit.record import AuditRecord
-from webhook.audit.writer import AuditWriterProcess
+from webhook.audit.writer import AuditWriterProcess, CpuYielder
 
 NO_RETENTION = Retention(max_age=None, max_rows=None, max_bytes=None)
 
@@ -156,3 +156,25 @@ def test_a_database_that_cannot_be_opened_fails_at_start_up(tmp_path: Path) -> N
 def test_stopping_twice_is_harmless(writer: AuditWriterProcess) -> None:
     writer.stop()
     writer.stop()
+
+
+def test_the_writer_has_a_process_group_of_its_own_in_the_masters_session(
+    writer: AuditWriterProcess,
+) -> None:
+    pid = writer.pid
+    assert pid is not None
+    # Its own group: a Ctrl-C in a terminal reaches the master only. The master's session:
+    # where the kernel schedules sessions as groups (autogroup), the writer's nice and yields
+    # count against the workers, not only against itself.
+    assert os.getpgid(pid) == pid
+    assert os.getsid(pid) == os.getsid(0)
+
+
+def test_the_yielder_gives_the_cpu_up_once_per_interval_of_work() -> None:
+    now = [0.0]
+    yields: list[float] = []
+    pause = CpuYielder(0.001, clock=lambda: now[0], give_up_cpu=lambda: yields.append(now[0]))
+    for _ in range(25):  # 0.1 ms of work between calls
+        now[0] += 0.0001
+        pause()
+    assert yields == pytest.approx([0.001, 0.002])

@@ -19,10 +19,10 @@ import abc
 import contextlib
 import datetime as dt
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 import psycopg
@@ -254,6 +254,24 @@ def from_micros(micros: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=micros)
 
 
+Row = TypeVar("Row")
+Pause = Callable[[], None]
+
+
+def paced(rows: Iterable[Row], pause: Pause | None) -> Iterable[Row]:
+    """``rows``, calling ``pause`` before each: a long insert then gives the CPU up as often as
+    ``pause`` decides (the audit writer process, ``webhook.audit.writer.CpuYielder``)."""
+    if pause is None:
+        return rows
+    return _paced(rows, pause)
+
+
+def _paced(rows: Iterable[Row], pause: Pause) -> Iterator[Row]:
+    for row in rows:
+        pause()
+        yield row
+
+
 @dataclass
 class EncodedRequest:
     """One request's row of ``audit_requests`` and its results' rows, but for ``request_id``."""
@@ -387,9 +405,10 @@ class AuditDatabase(abc.ABC):
         """Run one statement in its own transaction; the rows it returned."""
 
     @abc.abstractmethod
-    def insert_requests(self, requests: list[EncodedRequest]) -> int:
+    def insert_requests(self, requests: list[EncodedRequest], *, pause: Pause | None = None) -> int:
         """Insert requests and their results in one transaction, skipping a request already
-        stored (the same time and uid); how many results were new."""
+        stored (the same time and uid); how many results were new. ``pause`` is called before
+        each row (see ``paced``)."""
 
     @abc.abstractmethod
     def run_migrations(self, migrations: Sequence[Migration]) -> None:
@@ -573,7 +592,7 @@ class SqliteDatabase(AuditDatabase):
         return rows
 
     @translate_sqlite_errors()
-    def insert_requests(self, requests: list[EncodedRequest]) -> int:
+    def insert_requests(self, requests: list[EncodedRequest], *, pause: Pause | None = None) -> int:
         insert_request = (
             f"INSERT INTO audit_requests ({', '.join(REQUEST_COLUMNS)})"
             f" VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})"
@@ -595,7 +614,7 @@ class SqliteDatabase(AuditDatabase):
             (last,) = connection.execute(
                 "SELECT COALESCE(MAX(id), 0) FROM audit_requests"
             ).fetchone()
-            connection.executemany(insert_request, [request.row for request in requests])
+            connection.executemany(insert_request, paced((r.row for r in requests), pause))
             added = {
                 (time_us, uid): request_id
                 for request_id, time_us, uid in connection.execute(
@@ -608,7 +627,7 @@ class SqliteDatabase(AuditDatabase):
                 if request_id is None:  # this request is already recorded
                     continue
                 results += [(request_id, request.row[0], *result) for result in request.results]
-            connection.executemany(insert_results, results)
+            connection.executemany(insert_results, paced(results, pause))
         except BaseException:
             connection.execute("ROLLBACK")
             raise
@@ -700,7 +719,7 @@ class PostgresDatabase(AuditDatabase):
             return list(cursor.fetchall()) if cursor.description else []
 
     @translate_psycopg_errors()
-    def insert_requests(self, requests: list[EncodedRequest]) -> int:
+    def insert_requests(self, requests: list[EncodedRequest], *, pause: Pause | None = None) -> int:
         insert_request = (
             f"INSERT INTO audit_requests ({', '.join(REQUEST_COLUMNS)})"
             f" VALUES ({', '.join(['%s'] * len(REQUEST_COLUMNS))})"
@@ -714,6 +733,8 @@ class PostgresDatabase(AuditDatabase):
         with connection.transaction(), connection.cursor() as cursor:
             results = []
             for request in requests:
+                if pause is not None:
+                    pause()
                 cursor.execute(insert_request, request.row)
                 stored = cursor.fetchone()
                 if stored is None:  # this request is already recorded
@@ -721,7 +742,7 @@ class PostgresDatabase(AuditDatabase):
                 request_id, time_us = stored[0], request.row[0]
                 results += [(request_id, time_us, *result) for result in request.results]
             if results:
-                cursor.executemany(insert_results, results)
+                cursor.executemany(insert_results, paced(results, pause))
             return len(results)
 
     @translate_psycopg_errors()

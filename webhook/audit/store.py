@@ -34,9 +34,11 @@ from webhook.audit.database import (
     AuditDatabase,
     AuditDatabaseError,
     EncodedRequest,
+    Pause,
     Retention,
     encode_requests,
     open_audit_database,
+    paced,
 )
 from webhook.audit.record import AuditRecord, AuditSink
 from webhook.audit.wire import format_request_lines
@@ -93,7 +95,8 @@ def configure_audit_log(stream: TextIO | None = None) -> None:
 
 class BatchWriter:
     """Logs and stores batches of records, on whatever thread calls it: the store's writer
-    thread, or the audit writer process's loop.
+    thread, or the audit writer process's loop (which passes a ``pause`` that yields the CPU
+    now and then: called between log writes and before each row inserted).
 
     Each batch: one JSON line per record (if ``json_log`` and ``mlgate.audit.trail`` is on),
     then one transaction, retried while the database is busy; a batch that cannot be stored
@@ -108,11 +111,13 @@ class BatchWriter:
         retention: Retention = DEFAULT_RETENTION,
         settings: WriterSettings = WriterSettings(),
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        pause: Pause | None = None,
     ) -> None:
         self._connect = connect
         self.retention = retention
         self.settings = settings
         self._clock = clock
+        self._pause = pause
         self._database: AuditDatabase | None = None
         self._next_prune = 0.0
 
@@ -136,14 +141,14 @@ class BatchWriter:
             # per-call cost for every record (bench/); whole lines, at most PIPE_BUF bytes a
             # call, so that no other process's write lands inside one (``pack_lines``).
             lines = [line.decode() + "\n" for line in format_request_lines(requests)]
-            for chunk in pack_lines(lines, limit=PIPE_BUF - 1):
+            for chunk in paced(pack_lines(lines, limit=PIPE_BUF - 1), self._pause):
                 audit_log.info(chunk[:-1])  # the handler adds the last newline
         delay = self.settings.retry_delay
         for attempt in range(self.settings.retries + 1):
             try:
                 if self._database is None:
                     self._database = self._connect()
-                self._database.insert_requests(requests)
+                self._database.insert_requests(requests, pause=self._pause)
                 return
             except AuditBusyError as error:
                 if attempt == self.settings.retries:

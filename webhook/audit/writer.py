@@ -44,6 +44,7 @@ from webhook.audit.channel import (
 from webhook.audit.database import (
     DEFAULT_RETENTION,
     EncodedRequest,
+    Pause,
     Retention,
     open_audit_database,
 )
@@ -61,6 +62,38 @@ DEFAULT_SETTINGS = WriterSettings()
 NICENESS = 10
 # A writer that ran this long before it died is restarted after RESTART_DELAY again.
 HEALTHY_AFTER = 60.0
+# How long the writer works before it lets whatever else is runnable have the CPU.
+YIELD_EVERY = 0.0002
+
+
+class CpuYielder:
+    """A ``pause`` for the writer's loops: gives the CPU up (``sched_yield``) once ``interval``
+    seconds have passed since the last time.
+
+    NOTE: a lower priority alone did not keep the writer out of the requests' way. A batch is
+    ~4 ms of work at 1,700 validating requests/s, and a worker thread woken meanwhile on the
+    writer's CPU waited for it, nice 10 or not (the kernel's EEVDF scheduler lets the running
+    task finish its slice): one-connection `/validate` p99 3.3-3.7 ms with the writer, 1.5
+    with it stopped, ~1.8 yielding every 8 requests (bench/). A yield costs ~1 us and returns
+    at once when nothing else waits.
+    """
+
+    def __init__(
+        self,
+        interval: float = YIELD_EVERY,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        give_up_cpu: Callable[[], None] = os.sched_yield,
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._give_up_cpu = give_up_cpu
+        self._next = clock() + interval
+
+    def __call__(self) -> None:
+        if self._clock() >= self._next:
+            self._give_up_cpu()
+            self._next = self._clock() + self.interval
 
 
 class AuditWriterProcess:
@@ -144,14 +177,18 @@ class AuditWriterProcess:
             "retention": dump_retention(self.retention),
             "log_level": self.log_level,
         }
-        # NOTE: a new session, so that a Ctrl-C in a terminal reaches the master only: the
-        # writer ends when every sender has closed the socket, not on a signal. The settings
-        # (a PostgreSQL URL may hold a password) go through stdin, not the command line.
+        # NOTE: a process group of its own, so that a Ctrl-C in a terminal reaches the master
+        # only: the writer ends when every sender has closed the socket, not on a signal. Not a
+        # session of its own: where the kernel groups processes by session for scheduling
+        # (autogroup: a process in the root cgroup, as outside a container), the writer's
+        # nice and its yields would count only against itself, and its bursts of work held
+        # the workers back as if it ran at their priority (bench/). The settings (a PostgreSQL
+        # URL may hold a password) go through stdin, not the command line.
         process = subprocess.Popen(
             [sys.executable, "-m", "webhook.audit.writer"],
             stdin=subprocess.PIPE,
             pass_fds=(fd,),
-            start_new_session=True,
+            process_group=0,
         )
         assert process.stdin is not None
         process.stdin.write(json.dumps(config).encode())
@@ -213,6 +250,7 @@ def receive_records(
     *,
     buffer_size: int,
     settings: WriterSettings = DEFAULT_SETTINGS,
+    pause: Pause | None = None,
 ) -> int:
     """Read requests from ``receiver`` and ``write`` them in batches, until the end of the
     stream (every sending end closed); the number of messages read.
@@ -222,7 +260,7 @@ def receive_records(
     wakes it: woken for every request, the writer spent ~160-220 us of CPU per validating
     request, polling ~120, and a sender that wakes a process pays ~30 us more for its send
     on this 2-core VM (bench/). After ``idle_after`` without a message it waits on the socket
-    until the next.
+    until the next. ``pause`` is called before each message is decoded.
     """
     assembler = RequestAssembler()
     buffer = bytearray(buffer_size)
@@ -249,6 +287,8 @@ def receive_records(
             if size == 0:
                 ended = True
                 break
+            if pause is not None:
+                pause()
             count += 1
             if flags & socket.MSG_TRUNC:
                 log.error("audit message of more than %d bytes cut short; skipped", buffer_size)
@@ -285,12 +325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(level=config["log_level"].upper(), handlers=[handler])
     target = config["target"]
+    pause = CpuYielder()
     writer = BatchWriter(
-        lambda: open_audit_database(target), retention=load_retention(config["retention"])
+        lambda: open_audit_database(target),
+        retention=load_retention(config["retention"]),
+        pause=pause,
     )
     configure_audit_log()
     receiver = socket.socket(fileno=config["fd"])
-    count = receive_records(receiver, writer.write, buffer_size=config["buffer"])
+    count = receive_records(receiver, writer.write, buffer_size=config["buffer"], pause=pause)
     writer.close()
     log.info("audit writer done: %d messages", count)
     return 0
