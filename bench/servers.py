@@ -41,8 +41,8 @@ class Server:
     def wait_for_audit_writer(self, timeout: float = 30) -> None:
         """Until the audit writer has stored what it was sent: its CPU time stops growing.
 
-        NOTE: it runs at a lower priority than the workers and falls behind while they are
-        saturated (~0.5 s after 5 s at 16 connections); the next case must not pay for it.
+        NOTE: it gives way to the workers (``CpuYielder``) and falls a little behind while they
+        are saturated (~0.4 s after 10 s at 16 connections); the next case must not pay for it.
         """
         deadline = time.monotonic() + timeout
         last = sum(process_cpu_seconds(pid) for pid in self.audit_writer_pids())

@@ -25,7 +25,8 @@ from webhook.audit.channel import (
 )
 from webhook.audit.database import EncodedRequest, decode_record
 from webhook.audit.record import AuditRecord
-from webhook.audit.writer import receive_records
+from webhook.audit.store import WriterSettings
+from webhook.audit.writer import CpuYielder, receive_records
 
 
 def rules_of(number: int, count: int, **changes: object) -> list[AuditRecord]:
@@ -318,3 +319,20 @@ def test_a_single_result_larger_than_a_message_still_goes_through_whole() -> Non
     sender.close()
     reader.join(5)
     assert sink.records == [record]
+
+
+def test_the_reader_stops_yielding_while_it_is_behind() -> None:
+    receiver, sender = make_socket_pair()
+    for number in range(10):  # waiting before the reader starts: it is behind
+        sender.send(encode_submission(rules_of(number, 1))[0])
+    sender.close()
+    yielder = CpuYielder(0.0, give_up_cpu=lambda: None)
+    keeping_up: list[bool] = []
+
+    def write(requests: list[EncodedRequest]) -> None:
+        keeping_up.append(yielder.keeping_up)
+
+    settings = WriterSettings(batch_size=4, linger=0.001)
+    receive_records(receiver, write, buffer_size=1024, settings=settings, yielder=yielder)
+    receiver.close()
+    assert keeping_up == [False, False, True]  # 4 and 4 records: full; the last 2: caught up

@@ -7,12 +7,18 @@ every table and target is reported.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bench.run import count_dropped_records
+from tests.audit.records import make_record
+from webhook.audit.store import drop_records
+from webhook.jsonlog import JsonLogFormatter
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -68,7 +74,9 @@ def test_quick_run_measures_every_case_without_errors(
     results += list(figures["default_tls"].values())
     results += [r for by_webhook in figures["policies"].values() for r in by_webhook.values()]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in results), results
-    assert len(figures["targets"]) == 9
+    assert len(figures["targets"]) == 10
+    kept = next(t for t in figures["targets"] if t["name"].startswith("every audit record"))
+    assert kept["met"], kept  # no run is faster for losing records
     assert sorted(figures["policies"]) == ["1", "10", "100"]
 
 
@@ -94,3 +102,19 @@ def test_quick_run_reads_mlgates_own_latency_from_its_decision_lines(
         assert 0 < mlgate["handler_p50_ms"] <= mlgate["handler_p99_ms"]
         assert mlgate["handler_p50_ms"] < mlgate["p50_ms"]  # the client waits for more
         assert baseline["handler_p50_ms"] is None  # the baseline logs no decisions
+
+
+def test_dropped_records_are_counted_from_the_servers_json_log(tmp_path: Path) -> None:
+    log_file = tmp_path / "mlgate.log"
+    handler = logging.FileHandler(log_file)
+    handler.setFormatter(JsonLogFormatter())
+    logger = logging.getLogger("mlgate.audit")
+    logger.addHandler(handler)
+    try:
+        drop_records([make_record(1), make_record(2)], reason="audit channel backlog full")
+        drop_records([make_record(3)], reason="audit channel backlog full")
+        logger.error("a line about audit records that dropped nothing")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert count_dropped_records(log_file) == 3

@@ -44,7 +44,6 @@ from webhook.audit.channel import (
 from webhook.audit.database import (
     DEFAULT_RETENTION,
     EncodedRequest,
-    Pause,
     Retention,
     open_audit_database,
 )
@@ -55,11 +54,10 @@ log = logging.getLogger("mlgate.audit.writer")
 RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 30.0
 DEFAULT_SETTINGS = WriterSettings()
-# NOTE: storing the trail is background work: at nice 10 the workers come first while the CPU
-# is short, and under a sustained overload the writer falls behind (the socket, then each
-# worker's backlog, hold the records until it catches up; ~0.5 s after 5 s at 16 connections,
-# bench/). A lower priority did not measurably change the one-connection p99.
-NICENESS = 10
+# NOTE: the writer runs at the workers' priority, giving way to them with its yields
+# (``CpuYielder``) rather than with a nice value: at nice 5 or 10 it fell behind at 16
+# connections (workers' backlogs ~150 MB, records dropped); at nice 0 it kept up (0.4 s
+# behind after 10 s) and the one-connection p99 was the same (bench/).
 # A writer that ran this long before it died is restarted after RESTART_DELAY again.
 HEALTHY_AFTER = 60.0
 # How long the writer works before it lets whatever else is runnable have the CPU.
@@ -68,14 +66,18 @@ YIELD_EVERY = 0.0002
 
 class CpuYielder:
     """A ``pause`` for the writer's loops: gives the CPU up (``sched_yield``) once ``interval``
-    seconds have passed since the last time.
+    seconds have passed since the last time, unless ``keeping_up`` is false.
 
     NOTE: a lower priority alone did not keep the writer out of the requests' way. A batch is
     ~4 ms of work at 1,700 validating requests/s, and a worker thread woken meanwhile on the
     writer's CPU waited for it, nice 10 or not (the kernel's EEVDF scheduler lets the running
     task finish its slice): one-connection `/validate` p99 3.3-3.7 ms with the writer, 1.5
     with it stopped, ~1.8 yielding every 8 requests (bench/). A yield costs ~1 us and returns
-    at once when nothing else waits.
+    at once when nothing else waits. But a writer that yields whenever a worker is runnable
+    starves while the workers are saturated: at 16 connections it fell behind, the workers'
+    backlogs grew to ~150 MB and records were dropped. So ``receive_records`` sets
+    ``keeping_up`` false while it is behind (its last read filled a batch), and the writer
+    then takes its fair share.
     """
 
     def __init__(
@@ -89,9 +91,10 @@ class CpuYielder:
         self._clock = clock
         self._give_up_cpu = give_up_cpu
         self._next = clock() + interval
+        self.keeping_up = True
 
     def __call__(self) -> None:
-        if self._clock() >= self._next:
+        if self.keeping_up and self._clock() >= self._next:
             self._give_up_cpu()
             self._next = self._clock() + self.interval
 
@@ -180,9 +183,9 @@ class AuditWriterProcess:
         # NOTE: a process group of its own, so that a Ctrl-C in a terminal reaches the master
         # only: the writer ends when every sender has closed the socket, not on a signal. Not a
         # session of its own: where the kernel groups processes by session for scheduling
-        # (autogroup: a process in the root cgroup, as outside a container), the writer's
-        # nice and its yields would count only against itself, and its bursts of work held
-        # the workers back as if it ran at their priority (bench/). The settings (a PostgreSQL
+        # (autogroup: a process in the root cgroup, as outside a container), its yields would
+        # count only against itself (a nice 10 did, and its bursts of work held the workers
+        # back as if it ran at their priority, bench/). The settings (a PostgreSQL
         # URL may hold a password) go through stdin, not the command line.
         process = subprocess.Popen(
             [sys.executable, "-m", "webhook.audit.writer"],
@@ -250,7 +253,7 @@ def receive_records(
     *,
     buffer_size: int,
     settings: WriterSettings = DEFAULT_SETTINGS,
-    pause: Pause | None = None,
+    yielder: CpuYielder | None = None,
 ) -> int:
     """Read requests from ``receiver`` and ``write`` them in batches, until the end of the
     stream (every sending end closed); the number of messages read.
@@ -260,7 +263,8 @@ def receive_records(
     wakes it: woken for every request, the writer spent ~160-220 us of CPU per validating
     request, polling ~120, and a sender that wakes a process pays ~30 us more for its send
     on this 2-core VM (bench/). After ``idle_after`` without a message it waits on the socket
-    until the next. ``pause`` is called before each message is decoded.
+    until the next. ``yielder`` is called before each message is decoded, and told whether
+    the writer keeps up before each batch is written.
     """
     assembler = RequestAssembler()
     buffer = bytearray(buffer_size)
@@ -287,8 +291,8 @@ def receive_records(
             if size == 0:
                 ended = True
                 break
-            if pause is not None:
-                pause()
+            if yielder is not None:
+                yielder()
             count += 1
             if flags & socket.MSG_TRUNC:
                 log.error("audit message of more than %d bytes cut short; skipped", buffer_size)
@@ -301,6 +305,8 @@ def receive_records(
             batch += requests
             records += sum(len(request.results) for request in requests)
         full = records >= settings.batch_size
+        if yielder is not None:
+            yielder.keeping_up = not full
         if batch:
             write(batch)
             quiet = 0.0
@@ -317,7 +323,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     del argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    os.nice(NICENESS)
     config = json.loads(sys.stdin.read())
     from webhook.jsonlog import JsonLogFormatter
 
@@ -325,15 +330,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(level=config["log_level"].upper(), handlers=[handler])
     target = config["target"]
-    pause = CpuYielder()
+    yielder = CpuYielder()
     writer = BatchWriter(
         lambda: open_audit_database(target),
         retention=load_retention(config["retention"]),
-        pause=pause,
+        pause=yielder,
     )
     configure_audit_log()
     receiver = socket.socket(fileno=config["fd"])
-    count = receive_records(receiver, writer.write, buffer_size=config["buffer"], pause=pause)
+    count = receive_records(receiver, writer.write, buffer_size=config["buffer"], yielder=yielder)
     writer.close()
     log.info("audit writer done: %d messages", count)
     return 0
