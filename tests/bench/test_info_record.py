@@ -1,4 +1,4 @@
-"""``DecisionRecord`` is a drop-in for the record ``logger.info("admission", extra=...)`` makes."""
+"""``InfoRecord`` is a drop-in for the record ``logger.info(msg, extra=...)`` makes."""
 
 from __future__ import annotations
 
@@ -7,25 +7,35 @@ import logging
 import orjson
 import pytest
 
-from webhook.decisions import DecisionRecord, log_decision
+from webhook.decisions import log_decision
 from webhook.jsonlog import JsonLogFormatter
+from webhook.logrecord import InfoRecord
 
 FIELDS = {"webhook": "validate", "uid": "u-1", "decision": "deny", "policies": ["p"]}
 
 
-def standard_record() -> logging.LogRecord:
+def standard_record(msg: str = "admission", **extra: object) -> logging.LogRecord:
     logger = logging.getLogger("mlgate.decisions")
-    return logger.makeRecord(
-        logger.name, logging.INFO, "", 0, "admission", (), None, extra={"fields": FIELDS}
-    )
+    return logger.makeRecord(logger.name, logging.INFO, "", 0, msg, (), None, extra=extra)
 
 
 def test_has_every_attribute_of_a_standard_record() -> None:
-    assert set(vars(DecisionRecord("mlgate.decisions", FIELDS))) == set(vars(standard_record()))
+    ours = InfoRecord("mlgate.decisions", "admission", fields=FIELDS)
+    assert set(vars(ours)) == set(vars(standard_record(fields=FIELDS)))
+    assert set(vars(InfoRecord("mlgate.audit.trail", "{}"))) == set(vars(standard_record("{}")))
+
+
+def test_a_message_without_extra_formats_as_the_standard_record_does() -> None:
+    line = '{"policy":"p","message":"50% of the \\"budget\\""}'
+    ours, theirs = InfoRecord("mlgate.decisions", line), standard_record(line)
+    assert logging.Formatter("%(message)s").format(ours) == line
+    assert logging.Formatter("%(levelname)s %(message)s").format(theirs) == f"INFO {line}"
+    assert logging.Formatter("%(levelname)s %(message)s").format(ours) == f"INFO {line}"
 
 
 def test_formats_as_the_standard_record_does() -> None:
-    ours, theirs = DecisionRecord("mlgate.decisions", FIELDS), standard_record()
+    ours = InfoRecord("mlgate.decisions", "admission", fields=FIELDS)
+    theirs = standard_record(fields=FIELDS)
     ours.created, ours.msecs = theirs.created, theirs.msecs
 
     assert JsonLogFormatter().format(ours) == JsonLogFormatter().format(theirs)

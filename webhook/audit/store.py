@@ -42,6 +42,7 @@ from webhook.audit.database import (
 )
 from webhook.audit.record import AuditRecord, AuditSink
 from webhook.audit.wire import format_request_lines
+from webhook.logrecord import InfoRecord
 from webhook.logwriter import PIPE_BUF, QueuePoller, pack_lines
 
 # NOTE: the JSON lines have a logger of their own, not ``mlgate.audit``: it does not propagate
@@ -142,7 +143,8 @@ class BatchWriter:
             # call, so that no other process's write lands inside one (``pack_lines``).
             lines = [line.decode() + "\n" for line in format_request_lines(requests)]
             for chunk in paced(pack_lines(lines, limit=PIPE_BUF - 1), self._pause):
-                audit_log.info(chunk[:-1])  # the handler adds the last newline
+                # the handler adds the last newline
+                audit_log.handle(InfoRecord(audit_log.name, chunk[:-1]))
         delay = self.settings.retry_delay
         for attempt in range(self.settings.retries + 1):
             try:
