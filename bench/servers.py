@@ -75,10 +75,16 @@ def free_port() -> int:
 
 
 def start_mlgate(
-    *, workdir: Path, workers: int, threads: int, policies: Path | None = None, name: str = "mlgate"
+    *,
+    workdir: Path,
+    workers: int,
+    threads: int,
+    policies: Path | None = None,
+    name: str = "mlgate",
+    root: Path = ROOT,
 ) -> Server:
     """``mlgate serve`` as an operator runs it: its own dev certificate in a fresh state folder,
-    the default policies (or ``policies``), no cluster."""
+    the default policies (or ``policies``), no cluster; the code of the checkout at ``root``."""
     port = free_port()
     state = workdir / f"state-{name}"
     args = [
@@ -89,7 +95,7 @@ def start_mlgate(
         "--no-cluster",
         *(["--policies", str(policies)] if policies is not None else []),
     ]  # fmt: skip
-    return _start(name, args, port=port, workdir=workdir, workers=workers)
+    return _start(name, args, port=port, workdir=workdir, workers=workers, root=root)
 
 
 def start_baseline(
@@ -113,7 +119,9 @@ def start_baseline(
     return _start(name, args, port=port, workdir=workdir, workers=workers)
 
 
-def _start(name: str, args: list[str], *, port: int, workdir: Path, workers: int) -> Server:
+def _start(
+    name: str, args: list[str], *, port: int, workdir: Path, workers: int, root: Path = ROOT
+) -> Server:
     log_file = workdir / f"{name}.log"
     with log_file.open("wb") as out:
         process = subprocess.Popen(
@@ -121,7 +129,7 @@ def _start(name: str, args: list[str], *, port: int, workdir: Path, workers: int
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(root)},
         )
     server = Server(name=name, process=process, port=port, log_file=log_file, workers=workers)
     try:
