@@ -26,7 +26,8 @@ def log_decision(fields: dict[str, Any]) -> None:
 def decision_fields(
     webhook: str, request: AdmissionRequest, outcome: Outcome, seconds: float
 ) -> dict[str, Any]:
-    """The decision log line: who asked for what, what was decided and by which policies."""
+    """The decision log line: who asked for what, what was decided and by which policies, and
+    the rules that failed."""
     fields: dict[str, Any] = {
         "webhook": webhook,
         "uid": request.uid,
@@ -53,10 +54,15 @@ def decision_fields(
 
 
 def _result_fields(result: CheckResult) -> dict[str, str]:
+    """A failing rule, without its message: every failing result is an audit record, whose
+    own JSON line (same ``uid``) and row in the store carry the message.
+
+    NOTE: the messages were a third of a denied request's decision line, and the same text is
+    in its audit lines and the response already: ~1 KB less on stdout per denied request.
+    """
     return {
         "policy": result.policy,
         "rule": result.rule,
         "action": result.action,
         "status": result.status,
-        "message": result.message,
     }

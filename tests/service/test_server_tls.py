@@ -178,14 +178,15 @@ def test_decision_log_is_one_json_line_per_admission(server: RunningServer) -> N
     )
     pool.request("POST", "/validate", body=json.dumps(review).encode(), headers=HEADERS)
     pool.close()
+    uid = review["request"]["uid"]
     deadline = time.monotonic() + 5
     line: dict[str, Any] | None = None
-    while time.monotonic() < deadline and line is None:
-        for text in server.log().splitlines():
-            if review["request"]["uid"] in text and '"admission"' in text:
-                candidate = json.loads(text)
-                line = candidate if candidate.get("msg") == "admission" else line
+    audit_lines: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and (line is None or not audit_lines):
         time.sleep(0.1)
+        logged = [json.loads(text) for text in server.log().splitlines() if uid in text]
+        line = next((x for x in logged if x.get("msg") == "admission"), None)
+        audit_lines = [x for x in logged if x.get("logger") == "mlgate.audit"]
     assert line is not None, server.log()[-3000:]
     assert line["decision"] == "deny"
     assert line["kind"] == "Deployment"
@@ -193,7 +194,13 @@ def test_decision_log_is_one_json_line_per_admission(server: RunningServer) -> N
     assert line["user"] == "admin"
     assert "image-policy" in line["policies"]
     assert line["latency_ms"] > 0
-    assert any(r["rule"] == "images.no-latest" for r in line["results"])
+    assert {"policy": "image-policy", "rule": "images.no-latest", "action": "deny"}.items() <= next(
+        r for r in line["results"] if r["rule"] == "images.no-latest"
+    ).items()
+    # The messages are in the request's audit lines, not repeated in its decision line.
+    assert all("message" not in r for r in line["results"])
+    assert {(a["rule"], a["action"]) for a in audit_lines} >= {("images.no-latest", "deny")}
+    assert all(a["message"] for a in audit_lines)
 
 
 def test_the_server_runs_one_audit_writer_and_no_gunicorn_control_socket(
