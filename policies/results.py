@@ -9,6 +9,21 @@ from policies.model import Action
 
 Status = Literal["pass", "fail", "skip", "error"]
 FAILED = ("fail", "error")  # the statuses enforced with the result's action
+# The longest message a result keeps, in characters (a message is ~100-300).
+# NOTE: messages quote what the user wrote (an annotation value may hold 256 KB, an image
+# name more): cut to this, one result cannot swell the API server's response, the user's
+# terminal, an audit record past what the audit socket takes in one message, or a log line.
+MAX_MESSAGE = 2048
+
+
+def shorten_message(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message`` if it has at most ``limit`` characters, else its beginning and its end
+    (where a message says what to fix) around a note of how much was cut."""
+    if len(message) <= limit:
+        return message
+    keep = limit // 2
+    cut = len(message) - 2 * keep
+    return f"{message[:keep]} [... {cut} characters cut ...] {message[-keep:]}"
 
 
 @dataclass(frozen=True, init=False)
@@ -47,7 +62,7 @@ class CheckResult:
         fields["policy"] = policy
         fields["rule"] = rule
         fields["status"] = status
-        fields["message"] = message
+        fields["message"] = message if len(message) <= MAX_MESSAGE else shorten_message(message)
         fields["action"] = action
         fields["path"] = path
         fields["failed"] = status in FAILED
