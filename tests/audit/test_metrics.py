@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from falcon import testing
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from policies.results import CheckResult
 from tests.audit.test_server_audit import POLICY, make_review, read_sample
@@ -197,3 +200,33 @@ FORK_SCRIPT = textwrap.dedent(
 def test_a_forked_worker_does_not_add_its_parents_pending_counts(tmp_path: Path) -> None:
     output = run_script(FORK_SCRIPT, str(tmp_path / "metrics"))
     assert read_sample(output, "mlgate_mutations_total", mutator="gpu-scheduling") == 2
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([0.0, *metrics.DURATION_BUCKETS, 10.000001, 60.0]),
+            st.floats(min_value=0, max_value=100, allow_nan=False),
+        ),
+        max_size=40,
+    )
+)
+def test_buffered_latencies_show_as_observing_each_one_does(amounts: list[float]) -> None:
+    observed, added = CollectorRegistry(), CollectorRegistry()
+    histograms = [
+        Histogram("d", "latency", ["webhook"], buckets=metrics.DURATION_BUCKETS, registry=r)
+        for r in (observed, added)
+    ]
+    buffer = metrics.CounterBuffer()
+    buffer._started = True  # no flushing thread: this test adds the totals itself
+    for amount in amounts:
+        histograms[0].labels("validate").observe(amount)
+        buffer.observe("admission_duration", ("validate",), amount)
+    for (_metric, labels), totals in buffer._observed.items():
+        metrics.add_observations(histograms[1].labels(*labels), totals)
+
+    def exposition(registry: CollectorRegistry) -> list[str]:
+        text = generate_latest(registry).decode()
+        return [line for line in text.splitlines() if "_created" not in line]
+
+    assert exposition(added) == exposition(observed)
