@@ -29,3 +29,16 @@ def make_record(number: int = 0, **changes: object) -> AuditRecord:
     }
     fields.update(changes)
     return AuditRecord(**fields)  # type: ignore[arg-type]
+
+
+class RecordingSink:
+    """An in-memory audit sink: keeps what the webhook submits, for the assertions."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    def submit(self, records: list[AuditRecord]) -> None:
+        self.records.extend(records)
+
+    def close(self) -> None:
+        pass

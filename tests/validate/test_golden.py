@@ -22,11 +22,11 @@ import yaml
 from falcon import testing
 from kubernetes import client
 
+from tests.audit.records import RecordingSink
 from tests.harness import load_review
 from tests.k8s_schema import validate_k8s
 from tests.kube.apiserver import KubeApiServer
 from webhook.app import create_app
-from webhook.audit.record import AuditRecord
 from webhook.kube import KubeClusterView
 from webhook.settings import Settings
 
@@ -51,19 +51,6 @@ CLUSTER_PATHS = {
     "rollouts": "/apis/argoproj.io/v1alpha1/rollouts",
 }
 DENIED_RULE = re.compile(r"^- \[[^/\]]+/([^\]]+)\]", re.MULTILINE)
-
-
-class RecordingSink:
-    """An in-memory audit sink: keeps what the webhook submits, for the assertions."""
-
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-
-    def submit(self, records: list[AuditRecord]) -> None:
-        self.records.extend(records)
-
-    def close(self) -> None:
-        pass
 
 
 def build_review(case_dir: Path, case: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.results import MAX_MESSAGE, CheckResult, shorten_message
+from tests.audit.records import RecordingSink
 from tests.harness import load_review
 from webhook.app import create_app
-from webhook.audit.record import AuditRecord
 from webhook.settings import Settings
 
 
@@ -35,17 +35,6 @@ def test_a_result_keeps_at_most_max_message_characters() -> None:
     long = CheckResult("p", "r", "fail", "x" * (10 * MAX_MESSAGE))
     assert len(long.message) < MAX_MESSAGE + 50
     assert CheckResult("p", "r", "fail", "y" * MAX_MESSAGE).message == "y" * MAX_MESSAGE
-
-
-class RecordingSink:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-
-    def submit(self, records: list[AuditRecord]) -> None:
-        self.records.extend(records)
-
-    def close(self) -> None:
-        pass
 
 
 def test_a_huge_annotation_value_is_cut_in_the_denial_and_its_audit_record() -> None:
