@@ -43,6 +43,7 @@ from webhook.audit.channel import (
 )
 from webhook.audit.database import AuditDatabase, encode_requests, open_audit_database
 from webhook.audit.record import AuditRecord, AuditSink
+from webhook.audit.store import WriterSettings
 from webhook.audit.wire import format_request_lines
 from webhook.audit.writer import receive_records
 from webhook.logwriter import BackgroundHandler
@@ -223,11 +224,6 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
     return costs
 
 
-# Requests per insert: the writer process stores what came in its last 50 ms, ~40-75 requests
-# at the rates of bench/run.py.
-INSERT_BATCH = 48
-
-
 class DiscardingChannel(AuditChannel):
     """The workers' ``AuditChannel``, read by a forked process that throws the messages
     away: a request pays what it pays in the server (encode, one send), and no writer
@@ -257,21 +253,26 @@ class DiscardingChannel(AuditChannel):
 
 
 def time_inserts(pipeline: Pipeline, records: Sequence[AuditRecord]) -> float:
-    """CPU microseconds per request of the writer's insert of ``records``, in batches of
-    ``INSERT_BATCH`` requests into the pipeline's database, each request with a uid of its
-    own (a uid already stored would be skipped, as a retry is).
+    """CPU microseconds per request of the writer's insert of ``records``, in full batches
+    (``WriterSettings.batch_size`` records) into the pipeline's database, each request with a
+    uid of its own (a uid already stored would be skipped, as a retry is).
+
+    NOTE: full batches, as the writer process takes them at 16 connections (what comes in 50 ms
+    is more than a batch there: ~135 requests of ~3.7 records); at one connection they hold
+    ~50 requests, and a request's share of a transaction is then larger.
 
     NOTE: this thread's CPU time, not the clock: a checkpoint's fsync now and then waits for
     the disk without costing the server anything, and the audit store's own writer may still
     be busy with the submit stage's records.
     """
-    calls = max(1, pipeline.iterations // INSERT_BATCH)
+    batch = max(1, WriterSettings().batch_size // max(1, len(records)))  # requests
+    calls = max(1, pipeline.iterations // batch)
     numbers = itertools.count()
     batches = iter(
         [
             encode_requests(
                 dataclasses.replace(record, uid=f"{record.uid}-{next(numbers)}")
-                for _ in range(INSERT_BATCH)
+                for _ in range(batch)
                 for record in records
             )
             for _ in range(calls * ROUNDS)
@@ -281,7 +282,7 @@ def time_inserts(pipeline: Pipeline, records: Sequence[AuditRecord]) -> float:
     micros = time_per_call(
         lambda: database.insert_requests(next(batches)), iterations=calls, clock=time.thread_time
     )
-    return micros / INSERT_BATCH
+    return micros / batch
 
 
 def _mean(values: Sequence[float] | None) -> float | None:
