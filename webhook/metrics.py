@@ -9,7 +9,7 @@ The server calls ``enable_multiprocess(directory)`` in the master *before* worke
 
 The counters and the latency histogram that every request touches (requests, latency, rule
 results, mutations) are counted in process memory first and added to the shared values about
-once a second (``CounterBuffer``).
+once a second (``MetricsBuffer``).
 
 The metric objects are created on first use, not at import: prometheus-client picks between
 in-memory and file-backed values when a metric (or a labelled child) is created, so creating
@@ -71,7 +71,7 @@ DURATION_BUCKETS = (
 )
 
 
-# The buckets of each histogram that ``CounterBuffer.observe`` counts, by metric.
+# The buckets of each histogram that ``MetricsBuffer.observe`` counts, by metric.
 HISTOGRAM_BUCKETS: dict[str, tuple[float, ...]] = {"admission_duration": DURATION_BUCKETS}
 
 
@@ -170,7 +170,7 @@ def _labelled(metric: str, *labels: str) -> Any:
     return getattr(_get_metrics(), metric).labels(*labels)
 
 
-class CounterBuffer:
+class MetricsBuffer:
     """Counter increments and histogram observations gathered in process memory, added to the
     real metrics in one go.
 
@@ -267,7 +267,7 @@ def add_observations(histogram: Histogram, totals: list[float]) -> None:
             value.inc(count)
 
 
-_buffer = CounterBuffer()
+_buffer = MetricsBuffer()
 
 
 def flush() -> None:

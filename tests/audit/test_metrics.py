@@ -217,7 +217,7 @@ def test_buffered_latencies_show_as_observing_each_one_does(amounts: list[float]
         Histogram("d", "latency", ["webhook"], buckets=metrics.DURATION_BUCKETS, registry=r)
         for r in (observed, added)
     ]
-    buffer = metrics.CounterBuffer()
+    buffer = metrics.MetricsBuffer()
     buffer._started = True  # no flushing thread: this test adds the totals itself
     for amount in amounts:
         histograms[0].labels("validate").observe(amount)
