@@ -44,7 +44,7 @@ MUTATORS: tuple[tuple[str, Callable[[MutateSpec], Any], Mutator], ...] = (
 )
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(init=False)
 class MutationOutcome:
     """What the mutators did to one object.
 
@@ -59,8 +59,7 @@ class MutationOutcome:
     warnings: tuple[str, ...] = ()
     opted_out: bool = False  # the workload says mlgate.io/inject: "false"
 
-    # NOTE: as mutators.result.MutatorResult: filling __dict__ costs a third of the generated
-    # __init__ of a frozen dataclass (object.__setattr__ per field). Still frozen.
+    # NOTE: not frozen, as mutators.result.MutatorResult. Read only by use.
     def __init__(
         self,
         obj: JsonObject,
@@ -69,12 +68,11 @@ class MutationOutcome:
         warnings: tuple[str, ...] = (),
         opted_out: bool = False,
     ) -> None:
-        fields = self.__dict__
-        fields["obj"] = obj
-        fields["changed_by"] = changed_by
-        fields["mutators"] = mutators
-        fields["warnings"] = warnings
-        fields["opted_out"] = opted_out
+        self.obj = obj
+        self.changed_by = changed_by
+        self.mutators = mutators
+        self.warnings = warnings
+        self.opted_out = opted_out
 
     @property
     def changed(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(init=False, unsafe_hash=True)
 class MutatorResult:
     """The outcome of one mutator on one pod spec.
 
@@ -16,10 +16,8 @@ class MutatorResult:
     changed: bool = False
     warnings: tuple[str, ...] = ()
 
-    # NOTE: as policies.results.CheckResult: the generated __init__ of a frozen dataclass sets
-    # each field through object.__setattr__, about three times what filling __dict__ costs;
-    # every mutator returns one per request. Still frozen: __setattr__ refuses.
+    # NOTE: not frozen, as policies.results.CheckResult; every mutator returns one per
+    # request. Read only by use: nothing assigns after __init__.
     def __init__(self, changed: bool = False, warnings: tuple[str, ...] = ()) -> None:
-        fields = self.__dict__
-        fields["changed"] = changed
-        fields["warnings"] = warnings
+        self.changed = changed
+        self.warnings = warnings

@@ -21,7 +21,7 @@ from policies.validation_labels import check_validation_labels
 from policies.workload import Workload
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(init=False)
 class Verdict:
     """What the results add up to: a denial lists every failing rule whose action is deny."""
 
@@ -30,8 +30,7 @@ class Verdict:
     warnings: list[CheckResult]
     audits: list[CheckResult]
 
-    # NOTE: as CheckResult's: filling __dict__ costs a third of the generated frozen __init__
-    # (object.__setattr__ per field); one Verdict per request. Still frozen.
+    # NOTE: not frozen, as CheckResult; one Verdict per request. Read only by use.
     def __init__(
         self,
         *,
@@ -40,11 +39,10 @@ class Verdict:
         warnings: list[CheckResult],
         audits: list[CheckResult],
     ) -> None:
-        fields = self.__dict__
-        fields["allowed"] = allowed
-        fields["denials"] = denials
-        fields["warnings"] = warnings
-        fields["audits"] = audits
+        self.allowed = allowed
+        self.denials = denials
+        self.warnings = warnings
+        self.audits = audits
 
 
 def evaluate(

@@ -9,9 +9,8 @@ Kyverno calls this autogen. A pod spec lives at:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 JsonObject = dict[str, Any]
 
@@ -22,30 +21,7 @@ POD_BEARING_KINDS = frozenset({"Pod", "CronJob"} | TEMPLATE_KINDS)
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 
-Value = TypeVar("Value")
-
-
-class computed_once(Generic[Value]):  # a decorator, named as cached_property
-    """``functools.cached_property`` without the lock it takes on Python 3.11.
-
-    NOTE: the lock costs more than computing the value; a value computed twice by two threads
-    at once is harmless here (the same dict, read only).
-    """
-
-    def __init__(self, compute: Callable[[Any], Value]) -> None:
-        self.compute = compute
-        self.name = compute.__name__
-        self.__doc__ = compute.__doc__
-
-    def __get__(self, instance: Any, owner: type | None = None) -> Value:
-        if instance is None:  # read on the class: the descriptor, as cached_property gives
-            return self  # type: ignore[return-value]
-        value = self.compute(instance)
-        instance.__dict__[self.name] = value  # found there from now on, before this descriptor
-        return value
-
-
-@dataclass(frozen=True, init=False)
+@dataclass(init=False)
 class PodTemplate:
     """A pod spec inside an object, with the metadata that goes with it.
 
@@ -61,9 +37,12 @@ class PodTemplate:
     spec: JsonObject
     object_metadata: JsonObject = field(default_factory=dict, compare=False, repr=False)
 
-    # NOTE: as policies.results.CheckResult: the generated __init__ of a frozen dataclass sets
-    # each field through object.__setattr__, about three times what filling __dict__ costs;
-    # every request finds its templates, and mutation copies them. Still frozen.
+    # Read once, on first use (workload_labels, workload_annotations), and kept.
+    _labels: dict[str, str] | None = field(default=None, compare=False, repr=False)
+    _annotations: dict[str, str] | None = field(default=None, compare=False, repr=False)
+
+    # NOTE: not frozen, as policies.results.CheckResult; every request finds its templates, and
+    # mutation copies them. Read only by use: nothing assigns a field after __init__.
     def __init__(
         self,
         path: tuple[str, ...],
@@ -71,23 +50,30 @@ class PodTemplate:
         spec: JsonObject,
         object_metadata: JsonObject | None = None,
     ) -> None:
-        fields = self.__dict__
-        fields["path"] = path
-        fields["metadata"] = metadata
-        fields["spec"] = spec
-        fields["object_metadata"] = {} if object_metadata is None else object_metadata
+        self.path = path
+        self.metadata = metadata
+        self.spec = spec
+        self.object_metadata = {} if object_metadata is None else object_metadata
+        self._labels = None
+        self._annotations = None
 
     # NOTE: read once, on first use, and kept: every mutator and check of a request asks for
     # them, and none of them changes the labels or annotations it reads.
-    @computed_once
+    @property
     def workload_labels(self) -> dict[str, str]:
         """The labels of the object, falling back on this template's for keys it lacks."""
-        return _merge_maps(self, "labels")
+        labels = self._labels
+        if labels is None:
+            labels = self._labels = _merge_maps(self, "labels")
+        return labels
 
-    @computed_once
+    @property
     def workload_annotations(self) -> dict[str, str]:
         """The annotations of the object, falling back on this template's for keys it lacks."""
-        return _merge_maps(self, "annotations")
+        annotations = self._annotations
+        if annotations is None:
+            annotations = self._annotations = _merge_maps(self, "annotations")
+        return annotations
 
     def moved_to(
         self, *, metadata: JsonObject, spec: JsonObject, object_metadata: JsonObject
@@ -97,10 +83,8 @@ class PodTemplate:
         The workload labels and annotations already read are kept: the copy holds the same.
         """
         moved = PodTemplate(self.path, metadata, spec, object_metadata)
-        computed = self.__dict__
-        for name in ("workload_labels", "workload_annotations"):
-            if name in computed:  # already computed (computed_once)
-                moved.__dict__[name] = computed[name]
+        moved._labels = self._labels
+        moved._annotations = self._annotations
         return moved
 
 

@@ -26,7 +26,7 @@ def shorten_message(message: str, limit: int = MAX_MESSAGE) -> str:
     return f"{message[:keep]} [... {cut} characters cut ...] {message[-keep:]}"
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(init=False, unsafe_hash=True)
 class CheckResult:
     """The outcome of one rule of one policy on one object.
 
@@ -46,9 +46,10 @@ class CheckResult:
     # per request, and a property call cost ~1,000 instructions each (callgrind).
     failed: bool = field(init=False, repr=False, compare=False)
 
-    # NOTE: the __init__ a frozen dataclass generates sets each field through
-    # object.__setattr__, about three times what filling __dict__ costs; a request makes a
-    # result for every rule of every policy (bench/). Still frozen: __setattr__ refuses.
+    # NOTE: not frozen: the __init__ a frozen dataclass generates sets each field through
+    # object.__setattr__, about three times what a plain assignment costs, and mypyc compiles a
+    # plain class's fields to slots (README: the compiled build); a request makes a result for
+    # every rule of every policy (bench/). Read only by use: nothing assigns after __init__.
     def __init__(  # noqa: PLR0917 (the signature the dataclass would generate)
         self,
         policy: str,
@@ -58,11 +59,10 @@ class CheckResult:
         action: Action = "deny",
         path: str = "",
     ) -> None:
-        fields = self.__dict__
-        fields["policy"] = policy
-        fields["rule"] = rule
-        fields["status"] = status
-        fields["message"] = message if len(message) <= MAX_MESSAGE else shorten_message(message)
-        fields["action"] = action
-        fields["path"] = path
-        fields["failed"] = status in FAILED
+        self.policy = policy
+        self.rule = rule
+        self.status = status
+        self.message = message if len(message) <= MAX_MESSAGE else shorten_message(message)
+        self.action = action
+        self.path = path
+        self.failed = status in FAILED
