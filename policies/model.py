@@ -217,9 +217,11 @@ class ValidationLabelSettings:
     action: Action = "deny"
     required_labels: tuple[LabelRule, ...] = (LabelRule("app"), LabelRule("version"))
     accuracy_annotation: str = "mlgate.io/accuracy"
-    min_accuracy: float | None = 0.85
+    # int | float: a bound is worded as the policy gives it ("at least 1", not "at least 1.0"),
+    # compiled (mypyc makes a float of an int it stores as float) or not.
+    min_accuracy: int | float | None = 0.85
     bias_annotation: str = "mlgate.io/bias-score"
-    max_bias_score: float | None = 0.1
+    max_bias_score: int | float | None = 0.1
     validated_annotation: str = "mlgate.io/validated"
     require_validated: bool = True
 

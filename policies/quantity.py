@@ -53,11 +53,12 @@ class QuantityError(ValueError):
     """A value that is not a Kubernetes quantity."""
 
 
-def parse_quantity(value: str | int | float) -> Decimal:
+def parse_quantity(value: object) -> Decimal:
     """The exact amount a quantity stands for (``"500m"`` -> ``Decimal("0.5")``).
 
     Raises QuantityError for anything Kubernetes would reject (``"1.5.0"``, ``"2 Gi"``, ``""``,
-    booleans, NaN).
+    booleans, NaN) and for what is no quantity at all (None, a list): ``value`` comes from the
+    object under review as it is.
     """
     if isinstance(value, str):  # first: what resources hold, and what the policies give
         return _parse_text(value)

@@ -160,7 +160,7 @@ def _check_score(
     *,
     rule: str,
     annotation: str,
-    bound: float,
+    bound: int | float,
     minimum: bool,
     policy: Policy,
     action: Action,
@@ -205,7 +205,7 @@ def _check_score(
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: a bound of 1 is worded "1", of 1.0 "1.0"
-def _score_terms(annotation: str, bound: float, minimum: bool) -> tuple[str, str, str]:
+def _score_terms(annotation: str, bound: int | float, minimum: bool) -> tuple[str, str, str]:
     """(path, limit, what) of a score rule: ``metadata.annotations.<annotation>``,
     ``at least 0.85``, ``accuracy``.
 

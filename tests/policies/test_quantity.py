@@ -64,7 +64,7 @@ def test_parse_quantity_gives_exact_amount(text: str | int | float, amount: Deci
 )
 def test_parse_quantity_rejects_non_quantities(text: object) -> None:
     with pytest.raises(QuantityError):
-        parse_quantity(text)  # type: ignore[arg-type]
+        parse_quantity(text)
 
 
 @pytest.mark.parametrize(
