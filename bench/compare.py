@@ -7,6 +7,7 @@ compared, with the server CPU per request (workers and audit writer). ``REV`` is
 in a temporary git worktree, removed afterwards, and served with this environment's packages.
 
 ``python -m bench.compare HEAD~1 --endpoint validate --connections 16 --rounds 6``
+``python -m bench.compare HEAD --compiled``: this checkout compiled against itself interpreted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.bodies import ROOT, WEBHOOKS, load_bodies
+from bench.compiled import decision_build, rerun_compiled
 from bench.load import LoadResult, pick_client, run_load
 from bench.servers import Server, start_mlgate
 from webhook.server import ServerOptions
@@ -79,7 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="per server and round")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="serve this checkout compiled with mypyc (REV stays interpreted)",
+    )
     args = parser.parse_args(argv)
+    if args.compiled:
+        given = sys.argv[1:] if argv is None else list(argv)
+        return rerun_compiled("bench.compare", [arg for arg in given if arg != "--compiled"])
 
     with tempfile.TemporaryDirectory(prefix="mlgate-compare-") as temp:
         workdir = Path(temp)
@@ -115,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workdir=workdir,
                 )
 
-            theirs, ours = Figures(args.rev), Figures("this checkout")
+            theirs, ours = Figures(args.rev), Figures(f"this checkout, {decision_build()}")
             pairs = [(servers[0], theirs), (servers[1], ours)]
             for round_number in range(args.rounds):
                 for server, figures in pairs if round_number % 2 == 0 else pairs[::-1]:

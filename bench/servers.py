@@ -119,6 +119,15 @@ def start_baseline(
     return _start(name, args, port=port, workdir=workdir, workers=workers)
 
 
+def python_path(root: Path) -> str:
+    """A server's PYTHONPATH: the code at ``root``; for this checkout, behind what this process
+    was given (``--compiled``: the compiled build ahead of it, bench.compiled)."""
+    given = os.environ.get("PYTHONPATH")
+    if root != ROOT or not given:
+        return str(root)
+    return os.pathsep.join([given, str(root)])
+
+
 def _start(
     name: str, args: list[str], *, port: int, workdir: Path, workers: int, root: Path = ROOT
 ) -> Server:
@@ -129,7 +138,7 @@ def _start(
             cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(root)},
+            env={**os.environ, "PYTHONPATH": python_path(root)},
         )
     server = Server(name=name, process=process, port=port, log_file=log_file, workers=workers)
     try:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from bench.bodies import ROOT as BENCH_ROOT
 from bench.compare import Figures, format_report
+from bench.servers import python_path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -41,8 +46,19 @@ def test_it_measures_another_revision_from_a_worktree_it_removes_after(tmp_path:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "/validate, 2 connections kept alive; 1 interleaved rounds" in done.stdout
     assert "| HEAD |" in done.stdout
-    assert "| this checkout |" in done.stdout
+    assert "| this checkout, interpreted |" in done.stdout
     worktrees = subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "list"], capture_output=True, text=True, check=True
     ).stdout
     assert "mlgate-compare-" not in worktrees
+
+
+def test_servers_of_this_checkout_keep_what_is_ahead_of_it_on_the_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    assert python_path(BENCH_ROOT) == str(BENCH_ROOT)
+
+    monkeypatch.setenv("PYTHONPATH", "/compiled/site")  # what --compiled runs the benchmark with
+    assert python_path(BENCH_ROOT) == os.pathsep.join(["/compiled/site", str(BENCH_ROOT)])
+    assert python_path(tmp_path) == str(tmp_path)  # another revision: its own code only
