@@ -252,6 +252,22 @@ def test_records_stored_by_version_2_read_the_same_after_the_migration(
     assert requests == [("uid-000007",), ("uid-000008",)]
 
 
+def test_records_stored_by_version_4_are_found_by_namespace_after_the_migration(
+    audit_target: str,
+) -> None:
+    old = open_unmigrated(audit_target)
+    old.run_migrations(MIGRATIONS[:4])
+    stored = [make_record(1), make_record(2, namespace="research"), make_record(3)]
+    assert old.insert(stored) == 3
+    old.close()
+    database = open_audit_database(audit_target)
+    found = database.query(AuditQuery(namespace="research"))
+    counts = database.count_by(["namespace"], AuditQuery(since=NOW - dt.timedelta(hours=1)))
+    database.close()
+    assert found == [stored[1]]
+    assert [(c.key, c.count) for c in counts] == [(("ml-serving",), 2), (("research",), 1)]
+
+
 def test_a_request_is_stored_once_with_each_of_its_results(audit_target: str) -> None:
     database = open_audit_database(audit_target)
     first = [make_record(1), make_record(1, rule="images.allowed-repository"), make_record(2)]
