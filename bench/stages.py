@@ -32,6 +32,7 @@ from policies.engine import evaluate, summarize
 from policies.loader import default_policy_dir, load_policy_dir
 from policies.matching import select_policies
 from policies.model import PolicySet
+from policies.workload import Workload
 from webhook import metrics
 from webhook.admission import Admitter, Outcome, build_audit_records, denial_message
 from webhook.audit.channel import (
@@ -176,8 +177,16 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
         )
         result = Outcome(review, "patch", mutators=outcome.mutators)
     else:
-        results = evaluate(ctx, selected)
-        add("checks (evaluate)", lambda: summarize(evaluate(ctx, selected)))
+        # As Admitter._validate: the workload is read once, for the checks and the records.
+        workload = Workload.of(obj, namespace=ctx.namespace)
+        results = evaluate(ctx, selected, workload=workload)
+
+        def check() -> object:
+            return summarize(
+                evaluate(ctx, selected, workload=Workload.of(obj, namespace=ctx.namespace))
+            )
+
+        add("checks (evaluate)", check)
         verdict = summarize(results)
 
         def respond() -> AdmissionReviewWire:
@@ -190,8 +199,8 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
 
         review = respond()
         add("build response", respond)
-        records = build_audit_records(ctx, verdict)
-        add("audit records", lambda: build_audit_records(ctx, verdict))
+        records = build_audit_records(ctx, verdict, workload=workload)
+        add("audit records", lambda: build_audit_records(ctx, verdict, workload=workload))
         add("audit submit (encode + send)", lambda: pipeline.audit.submit(list(records)))
         (message,) = encode_submission(records)
         add("audit decode (writer process)", lambda: RequestAssembler().add(message))
