@@ -110,7 +110,6 @@ class Pipeline:
     admitter: Admitter
     audit: AuditSink
     database: AuditDatabase  # where the audit writer's inserts are timed
-    decision_log: logging.Logger
     iterations: int
 
 
@@ -118,13 +117,13 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
     """Per-request cost of each stage on the benchmark bodies, under the default policies."""
     ensure_multiprocess_metrics(workdir)
     policy_set = load_policy_dir(default_policy_dir())
+    open_decision_log(workdir)  # mlgate.decisions, written to a file as the server writes it
     audit = DiscardingChannel()
     pipeline = Pipeline(
         policy_set=policy_set,
         admitter=Admitter(policies=StaticPolicies(policy_set)),
         audit=audit,
         database=open_audit_database(workdir / "profile-inserts.db"),
-        decision_log=open_decision_log(workdir),
         iterations=iterations,
     )
     costs: dict[str, dict[Webhook, list[float]]] = {stage: {} for stage in STAGES}
@@ -145,7 +144,7 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
 
 def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str, float]:
     """Each stage of one request, timed on the output of the stages before it."""
-    from webhook.decisions import decision_fields
+    from webhook.decisions import decision_fields, log_decision
 
     costs: dict[str, float] = {}
 
@@ -221,10 +220,11 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
             metrics.count_mutations(result.mutators)
 
     add("metrics", observe)
-    fields = {"fields": decision_fields(webhook, request, result, 0.001)}
+    # As AdmissionResource._record: the line's fields, its record, formatted and written (here
+    # on this thread: the server hands the record to a thread of its own).
     add(
         "decision log line (format + write)",
-        lambda: pipeline.decision_log.info("admission", extra=fields),
+        lambda: log_decision(decision_fields(webhook, request, result, 0.001)),
     )
     add(
         "= admit() + serialise",
