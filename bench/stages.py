@@ -117,7 +117,7 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
     """Per-request cost of each stage on the benchmark bodies, under the default policies."""
     ensure_multiprocess_metrics(workdir)
     policy_set = load_policy_dir(default_policy_dir())
-    open_decision_log(workdir)  # mlgate.decisions, written to a file as the server writes it
+    open_decision_log(workdir)
     audit = DiscardingChannel()
     pipeline = Pipeline(
         policy_set=policy_set,
@@ -387,8 +387,8 @@ def ensure_multiprocess_metrics(workdir: Path) -> None:
         metrics.enable_multiprocess(directory)
 
 
-def open_decision_log(workdir: Path) -> logging.Logger:
-    """``mlgate.decisions`` formatted as the server does, written to a file."""
+def open_decision_log(workdir: Path) -> None:
+    """Send ``mlgate.decisions`` to a file in ``workdir``, formatted as the server does."""
     from webhook.jsonlog import JsonLogFormatter
 
     logger = logging.getLogger("mlgate.decisions")
@@ -397,7 +397,6 @@ def open_decision_log(workdir: Path) -> logging.Logger:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    return logger
 
 
 if __name__ == "__main__":
