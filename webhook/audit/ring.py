@@ -16,14 +16,14 @@ memfd outlive it). The reader moves a ring's tail past its messages only once th
 stored them (``RingReader.release``), so a writer that dies mid-batch leaves them for the next
 one (which skips what was already stored: the store's key is the request's time and uid).
 
-A ring holds messages one after the other: a 16-byte header (the message's position as a running
-byte count, its length, the payload's CRC-32), the payload, padding to 8 bytes. ``head`` (the
-end of the last message, written by the worker) and ``tail`` (the start of the first one not yet
-stored, written by the reader) are running byte counts; a message that would run past the end of
-the ring starts again at its beginning, after a wrap marker. The reader checks each header's
-position and CRC, so it never takes a half-written message or one from an earlier lap, even
-where the CPU lets another core see the head before the data (ARM); it tries again at its next
-poll.
+A ring holds messages one after the other: a 16-byte header (the message's position as a
+running byte count, its length, a CRC-32 of both and the payload), the payload, padding to 8
+bytes. ``head`` (the end of the last message, written by the worker) and ``tail`` (the start
+of the first one not yet stored, written by the reader) are running byte counts; a message
+that would run past the end of the ring starts again at its beginning, after a wrap marker.
+The reader checks each header's position and CRC, so it never takes a half-written message or
+one from an earlier lap, even where the CPU lets another core see the head before the data
+(ARM); it tries again at its next poll.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ MAGIC = b"mlgate-audit-rings-1\0\0\0\0"  # 24 bytes
 FILE_HEADER = struct.Struct("<24sII")  # magic, slots, ring size
 RING_HEADER = 64  # head (u64) at 0, tail (u64) at 8; the rest keeps them on their own line
 COUNTER = struct.Struct("<Q")
-MESSAGE_HEADER = struct.Struct("<QII")  # position, length, CRC-32 of the payload
+MESSAGE_HEADER = struct.Struct("<QII")  # position, length, CRC-32 of the position, length, payload
 WRAP = 0xFFFFFFFF  # the length of a wrap marker: the next message is at the ring's start
 ALIGN = 8
 # What a ring holds by default: ~1,000 validating requests' records, 20 s of a loaded worker's.
@@ -59,6 +59,10 @@ STUCK_AFTER = 5.0
 
 def _padded(length: int) -> int:
     return -(-length // ALIGN) * ALIGN
+
+
+def _checksum(position: int, length: int, payload: bytes | memoryview) -> int:
+    return zlib.crc32(payload, zlib.crc32(struct.pack("<QI", position, length)))
 
 
 class RingError(Exception):
@@ -150,38 +154,32 @@ class RingWriter:
         self._data = offset + RING_HEADER
         self.size = size
         self._lock = threading.Lock()
-        # NOTE: only this process moves the head, so it is kept here as well; the tail, which
-        # the reader moves, is read again only when the ring looks too full for a message.
-        # A ring taken over from a worker that died carries on from where that one stopped.
-        (self._head,) = COUNTER.unpack_from(memory, self._head_at)
-        (self._tail,) = COUNTER.unpack_from(memory, self._tail_at)
 
     def put(self, payload: bytes) -> bool:
         """Append one message; False when the ring has no room for it now, or never will: a
         message over half the ring's size (it could wait for the whole ring to empty)."""
         length = len(payload)
         need = MESSAGE_HEADER.size + _padded(length)
-        size = self.size
-        if need > size // 2:
+        if need > self.size // 2:
             return False
         memory = self._memory
         with self._lock:
-            head = self._head
-            position = head % size
-            skip = size - position if position + need > size else 0
-            if head + skip + need - self._tail > size:
-                (self._tail,) = COUNTER.unpack_from(memory, self._tail_at)
-                if head + skip + need - self._tail > size:
-                    return False
+            (head,) = COUNTER.unpack_from(memory, self._head_at)
+            (tail,) = COUNTER.unpack_from(memory, self._tail_at)
+            position = head % self.size
+            skip = self.size - position if position + need > self.size else 0
+            if head + skip + need - tail > self.size:
+                return False
             if skip >= MESSAGE_HEADER.size:
-                MESSAGE_HEADER.pack_into(memory, self._data + position, head, WRAP, 0)
+                MESSAGE_HEADER.pack_into(
+                    memory, self._data + position, head, WRAP, _checksum(head, WRAP, b"")
+                )
             start = head + skip
-            at = self._data + start % size
-            MESSAGE_HEADER.pack_into(memory, at, start, length, zlib.crc32(payload))
+            at = self._data + start % self.size
+            MESSAGE_HEADER.pack_into(memory, at, start, length, _checksum(start, length, payload))
             memory[at + MESSAGE_HEADER.size : at + MESSAGE_HEADER.size + length] = payload
             # The head moves last: the reader takes nothing up to it before this.
-            self._head = start + need
-            COUNTER.pack_into(memory, self._head_at, self._head)
+            COUNTER.pack_into(memory, self._head_at, start + need)
         return True
 
 
@@ -227,13 +225,15 @@ class RingReader:
             if start != read:
                 break
             if length == WRAP:
+                if checksum != _checksum(start, WRAP, b""):
+                    break
                 read += self.size - position
                 continue
             end = at + MESSAGE_HEADER.size + length
             if length > self.size - MESSAGE_HEADER.size - position:
                 break
             payload = memory[at + MESSAGE_HEADER.size : end]
-            if checksum != zlib.crc32(payload):
+            if checksum != _checksum(start, length, payload):
                 break
             messages.append(payload)
             read += MESSAGE_HEADER.size + _padded(length)
