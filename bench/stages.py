@@ -44,7 +44,6 @@ from webhook.audit.channel import (
 )
 from webhook.audit.database import AuditDatabase, encode_requests, open_audit_database
 from webhook.audit.record import AuditRecord, AuditSink
-from webhook.audit.ring import AuditRings
 from webhook.audit.store import WriterSettings
 from webhook.audit.wire import format_request_lines
 from webhook.audit.writer import receive_records
@@ -93,7 +92,7 @@ STAGES = (
     "build response",
     "serialise (orjson)",
     "audit records",
-    "audit submit (encode + put in ring)",
+    "audit submit (encode + send)",
     "audit decode (writer process)",
     "audit JSON lines (writer process)",
     "audit database insert (writer process, CPU)",
@@ -201,7 +200,7 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
         add("build response", respond)
         records = build_audit_records(ctx, verdict, workload=workload)
         add("audit records", lambda: build_audit_records(ctx, verdict, workload=workload))
-        add("audit submit (encode + put in ring)", lambda: pipeline.audit.submit(list(records)))
+        add("audit submit (encode + send)", lambda: pipeline.audit.submit(list(records)))
         (message,) = encode_submission(records)
         add("audit decode (writer process)", lambda: RequestAssembler().add(message))
         requests = RequestAssembler().add(message)
@@ -235,34 +234,31 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
 
 
 class DiscardingChannel(AuditChannel):
-    """The workers' ``AuditChannel`` with a ring of its own, read by a forked process that
-    throws the messages away: a request pays what it pays in the server (encode, one put in
-    shared memory), and no writer competes for this process's CPU.
+    """The workers' ``AuditChannel``, read by a forked process that throws the messages
+    away: a request pays what it pays in the server (encode, one send), and no writer
+    competes for this process's CPU.
 
     NOTE: the reader is the audit writer's own loop (``receive_records``), storing nothing: it
-    sleeps ``linger``, then takes what the rings and the socket hold without waiting. A
-    reader blocked on the socket is woken by every send, and the sender pays for that wake-up:
-    the whole handler measured ~35 us more per validating request than in the server (bench/).
+    sleeps ``linger``, then reads what the socket holds without waiting. A reader blocked on
+    the socket is woken by every send, and the sender pays for that wake-up: the whole
+    handler measured ~35 us more per validating request than in the server (bench/).
     """
 
     def __init__(self) -> None:
         receiver, sender = make_socket_pair()
-        self._rings = AuditRings.create(1)
         self._reader = os.fork()
         if self._reader == 0:  # pragma: no cover (the reader)
             size = largest_message(sender)
             sender.close()
-            readers = self._rings.readers()
-            receive_records(receiver, lambda _batch: None, buffer_size=size, rings=readers)
+            receive_records(receiver, lambda _batch: None, buffer_size=size)
             os._exit(0)  # the end of the stream: every sending end closed
         receiver.close()
-        super().__init__(sender, ring=self._rings.claim())
+        super().__init__(sender)
 
     def close(self) -> None:
         super().close()
         self._socket.close()  # the reader sees the end of the stream
         os.waitpid(self._reader, 0)
-        self._rings.close()
 
 
 def time_inserts(pipeline: Pipeline, records: Sequence[AuditRecord]) -> float:

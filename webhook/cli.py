@@ -190,12 +190,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except ReportArgumentError as exc:
         print(f"mlgate serve: {exc}", file=sys.stderr)
         return 2
-    writer = AuditWriterProcess(
-        audit_target,
-        retention=retention,
-        log_level=args.log_level,
-        ring_slots=2 * args.workers,
-    )
+    writer = AuditWriterProcess(audit_target, retention=retention, log_level=args.log_level)
     print(f"mlgate: audit store {audit_target} (one writer process for all workers)")
     print(f"mlgate: serving https://{args.bind} (mutate, validate, healthz, readyz, metrics)")
     sys.stdout.flush()

@@ -183,30 +183,3 @@ def test_the_yielder_gives_the_cpu_up_once_per_interval_of_work() -> None:
         now[0] += 0.0001
         pause()
     assert len(yields) == 2
-
-
-def test_records_of_a_worker_killed_right_after_submitting_them_are_stored(
-    tmp_path: Path, writer: AuditWriterProcess
-) -> None:
-    # The worker answered the API server after submit(): its records must not depend on the
-    # worker living on (they are in its ring, in memory shared with the writer).
-    child = os.fork()
-    if child == 0:  # pragma: no cover (runs in the child)
-        channel = writer.channel()
-        if channel._ring is None:
-            os._exit(3)  # no ring: this test would not test the rings
-        for number in range(25):
-            channel.submit(request_records(number))
-        os.kill(os.getpid(), signal.SIGKILL)
-    assert os.waitpid(child, 0)[1] == signal.SIGKILL
-    wait_for(lambda: len(stored_uids(tmp_path / "audit.db")) == 25)
-    writer.stop()
-    assert stored_uids(tmp_path / "audit.db") == uids(range(25))
-
-
-def test_a_writer_idle_for_a_while_still_picks_up_what_a_worker_puts_in_its_ring(
-    tmp_path: Path, writer: AuditWriterProcess
-) -> None:
-    time.sleep(1.5)  # past idle_after: the writer waits on the socket, looking at the rings
-    send_from_children(writer, [range(3)])
-    wait_for(lambda: len(stored_uids(tmp_path / "audit.db")) == 3, timeout=3)

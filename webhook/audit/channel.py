@@ -1,15 +1,14 @@
-"""Audit records from the workers to the audit writer process: shared-memory rings and a socket.
+"""Audit records from the workers to the audit writer process, over one socket.
 
 ``mlgate serve`` runs one audit writer process for all its workers (``webhook.audit.writer``).
-A worker's ``AuditChannel`` encodes a request's records as one message and puts it in the
-worker's ring (``webhook.audit.ring``), or sends it, without waiting; the writer decodes them
-(``RequestAssembler``) and stores them.
+A worker's ``AuditChannel`` encodes a request's records as one message and sends it without
+waiting; the writer decodes them (``RequestAssembler``) and stores them.
 
-The socket (for a worker without a ring, a full ring, or a message too large for one) is one end
-of a ``SOCK_SEQPACKET`` pair made by gunicorn's master before it forks: every worker inherits
-the same sending end, the kernel keeps each message whole (no framing, however many workers send
-at once), a full socket says so at once (``EAGAIN``) instead of blocking, and the reader sees
-the end of the stream only once every process that could send has closed its end.
+The socket is one end of a ``SOCK_SEQPACKET`` pair made by gunicorn's master before it forks:
+every worker inherits the same sending end, the kernel keeps each message whole (no framing,
+however many workers send at once), a full socket says so at once (``EAGAIN``) instead of
+blocking, and the reader sees the end of the stream only once every process that could send
+has closed its end.
 
 A message is a JSON list of requests, each the request's row of ``audit_requests`` as the
 database stores it (``encode_requests``: groups and images already JSON text), then its
@@ -32,7 +31,6 @@ import orjson
 
 from webhook.audit.database import REQUEST_COLUMNS, EncodedRequest, encode_requests
 from webhook.audit.record import AuditRecord
-from webhook.audit.ring import RingWriter
 from webhook.audit.store import drop_records
 
 log = logging.getLogger("mlgate.audit.channel")
@@ -163,10 +161,7 @@ class _Submission:
 class AuditChannel:
     """A worker's ``AuditSink``: each request's records go to the writer process at once.
 
-    With a ``ring`` (``webhook.audit.ring``: the worker's own, in memory shared with the writer)
-    a request's message goes there, without a system call; over the socket when the ring is
-    full or the message is too large for it, or when the worker has no ring. ``submit`` never
-    waits: what the socket cannot take now (the writer is behind, or being
+    ``submit`` never waits: what the socket cannot take now (the writer is behind, or being
     restarted) is kept, up to ``backlog`` requests, and sent by a thread that runs only while
     something is kept; past that, records are dropped, counted in
     ``mlgate_audit_dropped_total`` and logged in full. ``close`` (gunicorn's ``worker_exit``)
@@ -174,15 +169,9 @@ class AuditChannel:
     """
 
     def __init__(
-        self,
-        sender: socket.socket,
-        *,
-        ring: RingWriter | None = None,
-        backlog: int = 10_000,
-        close_timeout: float = 10.0,
+        self, sender: socket.socket, *, backlog: int = 10_000, close_timeout: float = 10.0
     ) -> None:
         self._socket = sender
-        self._ring = ring
         self.backlog = backlog
         self.close_timeout = close_timeout
         self._kept: collections.deque[_Submission] = collections.deque()
@@ -197,9 +186,6 @@ class AuditChannel:
             drop_records(records, reason="audit channel closed")
             return
         messages = encode_submission(records)
-        ring = self._ring
-        if ring is not None and len(messages) == 1 and ring.put(messages[0]):
-            return
         if not self._kept:
             # NOTE: one system call, no lock and no thread on the request path; the GIL is
             # released for the call only.

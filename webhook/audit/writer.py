@@ -1,11 +1,9 @@
 """The audit writer process: one for all the workers of ``mlgate serve``.
 
 The master starts it before it forks the workers (``AuditWriterProcess.start``, from
-gunicorn's ``when_ready``); each worker puts its records in a ring of its own, in memory the
-master shares with the writer (``webhook.audit.ring``), or sends them over the socket pair the
-master made when it has no ring or its ring is full (``webhook.audit.channel``), and the
-process logs them as JSON lines and stores them (``BatchWriter``: batched, retried while the
-database is busy, pruned by the retention).
+gunicorn's ``when_ready``); each worker sends its records over the socket pair the master
+made (``webhook.audit.channel``), and the process logs them as JSON lines and stores them
+(``BatchWriter``: batched, retried while the database is busy, pruned by the retention).
 
 Why a process: writing the trail costs more CPU than deciding (~80 us per validating request
 for the insert alone); done on a thread of each worker it competed with the requests for the
@@ -13,13 +11,12 @@ worker's GIL, and two workers' writers alternating on one SQLite file made each 
 reread what the other wrote. Out of the workers, `/validate`'s one-connection p99 went from
 5.0-6.8 ms to 3.9-5.4 (bench/, README "Performance").
 
-Nothing is lost on the way. The master keeps the rings and the socket's receiving end open,
-so what a writer that died had not stored waits for the next one, which the master starts
-after 1 s (doubling up to 30 s): a ring gives the room of its messages back only once they
-are stored; of the socket, only what the dead one had read and not yet stored, one poll's
-worth at most, is gone. When the server stops, the master closes its sending end after the
-workers have sent everything and exited, and the writer stores what is left and ends at the
-end of the stream.
+Nothing is lost on the way. The master keeps the receiving end open, so what a writer that
+died had not read waits in the socket for the next one, which the master starts after 1 s
+(doubling up to 30 s); only what the dead one had read and not yet stored, one poll's worth
+at most, is gone. When the server stops, the master closes its sending end after the workers
+have sent everything and exited, and the writer stores what is left and ends at the end of
+the stream.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ import datetime as dt
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -51,7 +47,6 @@ from webhook.audit.database import (
     Retention,
     open_audit_database,
 )
-from webhook.audit.ring import AuditRings, RingReader
 from webhook.audit.store import BatchWriter, WriterSettings, configure_audit_log
 
 log = logging.getLogger("mlgate.audit.writer")
@@ -70,11 +65,6 @@ YIELD_EVERY = 0.0002
 # NOTE: a plain int: ``flags & socket.MSG_TRUNC`` goes through the IntFlag's Python-level
 # ``__rand__`` (~0.6 us, for every message read) where an int's ``&`` takes ~15 ns.
 TRUNCATED = int(socket.MSG_TRUNC)
-# Idle, the writer looks at the workers' rings this often (nothing wakes it for what they put
-# there), and at once when a message comes over the socket.
-IDLE_POLL = 0.2
-# Messages taken from a ring at a time, between checks of the batch's size.
-RING_TAKE = 64
 
 
 class CpuYielder:
@@ -126,7 +116,6 @@ class AuditWriterProcess:
         retention: Retention = DEFAULT_RETENTION,
         log_level: str = "info",
         stop_timeout: float = 20.0,
-        ring_slots: int = 8,
     ) -> None:
         open_audit_database(target).close()
         self.target = target
@@ -135,9 +124,6 @@ class AuditWriterProcess:
         self.stop_timeout = stop_timeout
         self._receiver, self._sender = make_socket_pair()
         self._buffer = largest_message(self._sender)
-        # NOTE: twice the workers: on a reload gunicorn starts the new workers before the old
-        # ones have exited; a worker that finds no ring free sends over the socket.
-        self._rings = AuditRings.create(ring_slots) if ring_slots else None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
@@ -149,10 +135,8 @@ class AuditWriterProcess:
         return None if process is None else process.pid
 
     def channel(self) -> AuditChannel:
-        """The sink for a worker (call it after the fork, in the worker): a ring of its own
-        if one is free."""
-        ring = self._rings.claim() if self._rings is not None else None
-        return AuditChannel(self._sender, ring=ring)
+        """The sink for a worker (call it after the fork, in the worker)."""
+        return AuditChannel(self._sender)
 
     def start(self) -> None:
         with self._lock:
@@ -189,15 +173,11 @@ class AuditWriterProcess:
         if process.returncode:
             log.error("audit writer (pid %d) exited with %s", process.pid, process.returncode)
         self._receiver.close()
-        if self._rings is not None:
-            self._rings.close()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         fd = self._receiver.fileno()
-        fds = (fd,) if self._rings is None else (fd, self._rings.fd)
         config = {
             "fd": fd,
-            "rings": None if self._rings is None else self._rings.fd,
             "buffer": self._buffer,
             "target": self.target,
             "retention": dump_retention(self.retention),
@@ -213,7 +193,7 @@ class AuditWriterProcess:
         process = subprocess.Popen(
             [sys.executable, "-m", "webhook.audit.writer"],
             stdin=subprocess.PIPE,
-            pass_fds=fds,
+            pass_fds=(fd,),
             process_group=0,
         )
         assert process.stdin is not None
@@ -270,29 +250,6 @@ def load_retention(data: dict[str, Any]) -> Retention:
     )
 
 
-class _Batch:
-    """The requests of the messages read in one poll (``receive_records``)."""
-
-    def __init__(self, assembler: RequestAssembler, yielder: CpuYielder | None) -> None:
-        self.assembler = assembler
-        self.yielder = yielder
-        self.requests: list[EncodedRequest] = []
-        self.records = 0
-        self.messages = 0
-
-    def add(self, message: bytes | memoryview) -> None:
-        if self.yielder is not None:
-            self.yielder()
-        self.messages += 1
-        try:
-            requests = self.assembler.add(message)
-        except MessageError as error:
-            log.error("%s", error)
-            return
-        self.requests += requests
-        self.records += sum(len(request.results) for request in requests)
-
-
 def receive_records(
     receiver: socket.socket,
     write: Callable[[list[EncodedRequest]], None],
@@ -300,21 +257,17 @@ def receive_records(
     buffer_size: int,
     settings: WriterSettings = DEFAULT_SETTINGS,
     yielder: CpuYielder | None = None,
-    rings: Sequence[RingReader] = (),
 ) -> int:
-    """Read requests from the workers' ``rings`` and from ``receiver`` and ``write`` them in
-    batches, until the end of the stream (every sending end closed); the number of messages
-    read.
+    """Read requests from ``receiver`` and ``write`` them in batches, until the end of the
+    stream (every sending end closed); the number of messages read.
 
     NOTE: while messages keep coming, the reader sleeps ``linger`` and then takes everything
-    the rings and the socket hold, rather than waiting on the socket: a send that finds the
-    reader waiting wakes it: woken for every request, the writer spent ~160-220 us of CPU per
-    validating request, polling ~120, and a sender that wakes a process pays ~30 us more for
-    its send on this 2-core VM (bench/). After ``idle_after`` without a message it waits on
-    the socket until the next, and for ``IDLE_POLL`` at most when there are rings to look at.
-    A ring's messages are released (their room given back to the worker) only once the batch
-    that holds them is written. ``yielder`` is called before each message is decoded, and told
-    whether the writer keeps up before each batch is written.
+    the socket holds, rather than waiting on the socket: a send that finds the reader waiting
+    wakes it: woken for every request, the writer spent ~160-220 us of CPU per validating
+    request, polling ~120, and a sender that wakes a process pays ~30 us more for its send
+    on this 2-core VM (bench/). After ``idle_after`` without a message it waits on the socket
+    until the next. ``yielder`` is called before each message is decoded, and told whether
+    the writer keeps up before each batch is written.
     """
     assembler = RequestAssembler()
     buffer = bytearray(buffer_size)
@@ -324,23 +277,15 @@ def receive_records(
     full = False
     ended = False
     while not ended:
-        wait: int = socket.MSG_DONTWAIT
         if quiet >= settings.idle_after:
-            if rings:
-                select.select([receiver], [], [], IDLE_POLL)
-            else:
-                wait = 0  # idle: block until the next message
-        elif not full:
-            time.sleep(settings.linger)
-        batch = _Batch(assembler, yielder)
-        for ring in rings:
-            while batch.records < settings.batch_size:
-                messages = ring.take(RING_TAKE)
-                for message in messages:
-                    batch.add(message)
-                if len(messages) < RING_TAKE:
-                    break
-        while batch.records < settings.batch_size:
+            wait = 0  # idle: block until the next message
+        else:
+            if not full:
+                time.sleep(settings.linger)
+            wait = socket.MSG_DONTWAIT
+        batch: list[EncodedRequest] = []
+        records = 0
+        while records < settings.batch_size:
             try:
                 size, _, flags, _ = receiver.recvmsg_into([buffer], 0, wait)
             except BlockingIOError:
@@ -349,28 +294,27 @@ def receive_records(
             if size == 0:
                 ended = True
                 break
+            if yielder is not None:
+                yielder()
+            count += 1
             if flags & TRUNCATED:
-                batch.messages += 1
                 log.error("audit message of more than %d bytes cut short; skipped", buffer_size)
                 continue
-            batch.add(view[:size])
-        if ended:
-            # Every worker has closed its end: what they put in their rings is all there.
-            for ring in rings:
-                while messages := ring.take(RING_TAKE):
-                    for message in messages:
-                        batch.add(message)
-        count += batch.messages
-        full = batch.records >= settings.batch_size
+            try:
+                requests = assembler.add(view[:size])
+            except MessageError as error:
+                log.error("%s", error)
+                continue
+            batch += requests
+            records += sum(len(request.results) for request in requests)
+        full = records >= settings.batch_size
         if yielder is not None:
             yielder.keeping_up = not full
-        if batch.requests:
-            write(batch.requests)
+        if batch:
+            write(batch)
             quiet = 0.0
         else:
             quiet += settings.linger
-        for ring in rings:
-            ring.release()
     unfinished = assembler.take_unfinished()
     if unfinished:
         write(unfinished)
@@ -397,10 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     configure_audit_log()
     receiver = socket.socket(fileno=config["fd"])
-    rings = [] if config.get("rings") is None else AuditRings.open(config["rings"]).readers()
-    count = receive_records(
-        receiver, writer.write, buffer_size=config["buffer"], yielder=yielder, rings=rings
-    )
+    count = receive_records(receiver, writer.write, buffer_size=config["buffer"], yielder=yielder)
     writer.close()
     log.info("audit writer done: %d messages", count)
     return 0
