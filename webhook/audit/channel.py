@@ -176,7 +176,7 @@ class AuditChannel:
         self.close_timeout = close_timeout
         self._kept: collections.deque[_Submission] = collections.deque()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._sending_thread: threading.Thread | None = None
         self._closed = False
 
     def submit(self, records: list[AuditRecord]) -> None:
@@ -206,7 +206,7 @@ class AuditChannel:
         """Send what is kept (at most ``close_timeout`` s); drop, logged, what still is not."""
         with self._lock:
             self._closed = True
-            thread = self._thread
+            thread = self._sending_thread
         if thread is not None:
             thread.join(self.close_timeout)
         with self._lock:
@@ -222,11 +222,11 @@ class AuditChannel:
             else:
                 full = False
                 self._kept.append(submission)
-                if self._thread is None:
-                    self._thread = threading.Thread(
+                if self._sending_thread is None:
+                    self._sending_thread = threading.Thread(
                         target=self._send_kept, name="mlgate-audit-channel", daemon=True
                     )
-                    self._thread.start()
+                    self._sending_thread.start()
         if full:
             drop_records(submission.records, reason="audit channel backlog full")
 
@@ -235,7 +235,7 @@ class AuditChannel:
         while True:
             with self._lock:
                 if not self._kept:
-                    self._thread = None
+                    self._sending_thread = None
                     return
                 submission = self._kept[0]
             try:
