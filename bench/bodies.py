@@ -1,11 +1,17 @@
 """The request bodies every case sends: AdmissionReviews captured from a real kube-apiserver.
 
-Each webhook gets three bodies, sent in turn: a model Deployment, a GPU Deployment and a model
-Pod. On ``/validate`` the two Deployments are denied (production namespace, no validation
-annotations; the GPU one also uses ``:latest``), which exercises the denial message and the
-audit records; the Pod is allowed with warnings, which are recorded too: every request sent
-to ``/validate`` leaves audit records (3.7 on average), as every captured workload would
-under the default policies (none carries the ML pipeline's validation annotations).
+Each case sends the three bodies of a mix in turn (``MIXES``):
+
+- ``mutate``: a model Deployment, a GPU Deployment and a model Pod, to ``/mutate``.
+- ``validate``: the mix issue 8 names, to ``/validate``: a model Deployment and a GPU Pod that
+  pass the default policies (they carry the ML pipeline's validation annotations: allowed,
+  nothing recorded) and a workload that is denied (a GPU Deployment in production with a
+  ``:latest`` image and no validation annotations: a denial message and five audit records).
+- ``validate-audited``: the worst case for ``/validate``, every request recorded: the model
+  Deployment and the GPU Deployment denied in production (no validation annotations; the GPU
+  one also uses ``:latest``), and a model Pod allowed with three warnings (recorded too): 3.7
+  audit records per request on average. No workload of the first capture passes the default
+  policies, so this was the only ``/validate`` mix until the validated ones were captured.
 
 Every request carries a uid of its own (``Body.stamp``), as the API server's do: with the same
 uid sent over and over, the audit store would find each record already written and skip it.
@@ -26,17 +32,51 @@ REVIEWS = ROOT / "tests" / "fixtures" / "admission-reviews"
 Webhook = Literal["mutate", "validate"]
 WEBHOOKS: tuple[Webhook, ...] = ("mutate", "validate")
 
-FIXTURES: dict[Webhook, tuple[str, ...]] = {
-    "mutate": (
-        "001-mutate-create-deployment-recommendation-model.json",
-        "003-mutate-create-deployment-image-analysis-model.json",
-        "007-mutate-create-pod-churn-model.json",
-    ),
-    "validate": (
-        "002-validate-create-deployment-recommendation-model.json",
-        "004-validate-create-deployment-image-analysis-model.json",
-        "008-validate-create-pod-churn-model.json",
-    ),
+
+@dataclass(frozen=True)
+class Mix:
+    """The bodies one case sends to one webhook, in the order they are cycled through."""
+
+    name: str
+    webhook: Webhook
+    label: str  # as the tables show it
+    fixtures: tuple[str, ...]
+
+
+MIXES: dict[str, Mix] = {
+    mix.name: mix
+    for mix in (
+        Mix(
+            "mutate",
+            "mutate",
+            "/mutate",
+            (
+                "001-mutate-create-deployment-recommendation-model.json",
+                "003-mutate-create-deployment-image-analysis-model.json",
+                "007-mutate-create-pod-churn-model.json",
+            ),
+        ),
+        Mix(
+            "validate",
+            "validate",
+            "/validate",
+            (
+                "036-validate-create-deployment-recommendation-model-validated.json",
+                "038-validate-create-pod-image-analysis-gpu.json",
+                "004-validate-create-deployment-image-analysis-model.json",
+            ),
+        ),
+        Mix(
+            "validate-audited",
+            "validate",
+            "/validate, every request audited",
+            (
+                "002-validate-create-deployment-recommendation-model.json",
+                "004-validate-create-deployment-image-analysis-model.json",
+                "008-validate-create-pod-churn-model.json",
+            ),
+        ),
+    )
 }
 
 
@@ -63,11 +103,11 @@ class Body:
         return self.data.replace(uid, stamped, 1)
 
 
-def load_bodies(webhook: Webhook) -> tuple[Body, ...]:
-    """The bodies sent to ``/<webhook>``, in the order they are cycled through."""
+def load_bodies(mix: str) -> tuple[Body, ...]:
+    """The bodies of ``MIXES[mix]``, in the order they are cycled through."""
     return tuple(
         Body(
             name=name.removesuffix(".json"), path=REVIEWS / name, data=(REVIEWS / name).read_bytes()
         )
-        for name in FIXTURES[webhook]
+        for name in MIXES[mix].fixtures
     )

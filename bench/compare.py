@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.bodies import ROOT, WEBHOOKS, load_bodies
+from bench.bodies import MIXES, ROOT, load_bodies
 from bench.compiled import decision_build, rerun_compiled
 from bench.load import LoadResult, pick_client, run_load
 from bench.servers import Server, start_mlgate
@@ -75,7 +75,12 @@ def format_report(ours: Figures, theirs: Figures, *, case: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     parser.add_argument("rev", help="the git revision to compare this checkout with")
-    parser.add_argument("--endpoint", choices=WEBHOOKS, default="validate")
+    parser.add_argument(
+        "--endpoint",
+        choices=list(MIXES),
+        default="validate",
+        help="the mix of bodies to send (bench/bodies.py), to its webhook",
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--new-connection", action="store_true", help="a connection per request")
     parser.add_argument("--rounds", type=int, default=5)
@@ -117,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_load(
                     client,
                     url=url,
-                    path=f"/{args.endpoint}",
+                    path=f"/{MIXES[args.endpoint].webhook}",
                     bodies=bodies,
                     connections=args.connections,
                     new_connection=args.new_connection,
@@ -137,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False
             )
     connections = "a new connection per request" if args.new_connection else "kept alive"
-    case = f"/{args.endpoint}, {args.connections} connections {connections}"
+    case = f"{MIXES[args.endpoint].label}, {args.connections} connections {connections}"
     print(format_report(ours, theirs, case=case))
     return 0
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench.bodies import WEBHOOKS, Body, Webhook, load_bodies
+from bench.bodies import MIXES, WEBHOOKS, Body, Webhook, load_bodies
 from mutators import apply_all
 from mutators.diff import make_patch
 from policies.engine import evaluate, summarize
@@ -56,7 +56,8 @@ ROUNDS = 5
 @dataclass(frozen=True)
 class StageCost:
     stage: str
-    micros: dict[Webhook, float | None]  # mean per request over the bodies; None: not on that path
+    # By mix (bench.bodies.MIXES): the mean per request over its bodies; None: not on that path
+    micros: dict[str, float | None]
 
 
 class StaticPolicies:
@@ -100,6 +101,13 @@ STAGES = (
     "decision log line (format + write)",
     "= admit() + serialise",
 )
+# What a request with audit records pays beyond one without (its share of the writer too).
+AUDIT_STAGES = (
+    "audit submit (encode + send)",
+    "audit decode (writer process)",
+    "audit JSON lines (writer process)",
+    "audit database insert (writer process, CPU)",
+)
 
 
 @dataclass(frozen=True)
@@ -126,17 +134,17 @@ def profile_stages(*, iterations: int, workdir: Path) -> list[StageCost]:
         database=open_audit_database(workdir / "profile-inserts.db"),
         iterations=iterations,
     )
-    costs: dict[str, dict[Webhook, list[float]]] = {stage: {} for stage in STAGES}
+    costs: dict[str, dict[str, list[float]]] = {stage: {} for stage in STAGES}
     try:
-        for webhook in WEBHOOKS:
-            for body in load_bodies(webhook):
-                for stage, micros in profile_body(pipeline, webhook, body.data).items():
-                    costs[stage].setdefault(webhook, []).append(micros)
+        for mix in MIXES.values():
+            for body in load_bodies(mix.name):
+                for stage, micros in profile_body(pipeline, mix.webhook, body.data).items():
+                    costs[stage].setdefault(mix.name, []).append(micros)
     finally:
         audit.close()
         pipeline.database.close()
     stages = [
-        StageCost(stage, {w: _mean(costs[stage].get(w)) for w in WEBHOOKS}) for stage in STAGES
+        StageCost(stage, {mix: _mean(costs[stage].get(mix)) for mix in MIXES}) for stage in STAGES
     ]
     stages.append(StageCost("= whole falcon handler (WSGI)", profile_handler(iterations, workdir)))
     return stages
@@ -200,13 +208,18 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
         add("build response", respond)
         records = build_audit_records(ctx, verdict, workload=workload)
         add("audit records", lambda: build_audit_records(ctx, verdict, workload=workload))
-        add("audit submit (encode + send)", lambda: pipeline.audit.submit(list(records)))
-        (message,) = encode_submission(records)
-        add("audit decode (writer process)", lambda: RequestAssembler().add(message))
-        requests = RequestAssembler().add(message)
-        add("audit JSON lines (writer process)", lambda: format_request_lines(requests))
-        costs["audit database insert (writer process, CPU)"] = time_inserts(pipeline, records)
-        result = Outcome(review, "deny", results=tuple(results))
+        if records:
+            add("audit submit (encode + send)", lambda: pipeline.audit.submit(list(records)))
+            (message,) = encode_submission(records)
+            add("audit decode (writer process)", lambda: RequestAssembler().add(message))
+            requests = RequestAssembler().add(message)
+            add("audit JSON lines (writer process)", lambda: format_request_lines(requests))
+            costs["audit database insert (writer process, CPU)"] = time_inserts(pipeline, records)
+        else:  # nothing to record: the handler submits nothing, the writer has nothing to do
+            for stage in AUDIT_STAGES:
+                costs[stage] = 0.0
+        decision = "allow" if verdict.allowed else "deny"
+        result = Outcome(review, decision, results=tuple(results))
     add("serialise (orjson)", lambda: orjson.dumps(review))
 
     def observe() -> None:
@@ -298,7 +311,7 @@ def _mean(values: Sequence[float] | None) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def profile_handler(iterations: int, workdir: Path) -> dict[Webhook, float | None]:
+def profile_handler(iterations: int, workdir: Path) -> dict[str, float | None]:
     """The whole ``/mutate`` and ``/validate`` handlers: the falcon app called as gunicorn
     calls it (a WSGI environ, the body in a stream), with the workers' audit channel (its
     reader a process of its own), metrics, and the decision log on its writer thread, as in
@@ -312,13 +325,13 @@ def profile_handler(iterations: int, workdir: Path) -> dict[Webhook, float | Non
     decision_log.handlers = [BackgroundHandler(handlers[0])] if handlers else []
     try:
         app = create_app(Settings(watch_interval=0), audit=audit)
-        totals: dict[Webhook, float | None] = {}
-        for webhook in WEBHOOKS:
+        totals: dict[str, float | None] = {}
+        for mix in MIXES.values():
             per_body = [
-                time_per_call(_wsgi_call(app, webhook, body), iterations=iterations)
-                for body in load_bodies(webhook)
+                time_per_call(_wsgi_call(app, mix.webhook, body), iterations=iterations)
+                for body in load_bodies(mix.name)
             ]
-            totals[webhook] = statistics.fmean(per_body)
+            totals[mix.name] = statistics.fmean(per_body)
         return totals
     finally:
         for handler in decision_log.handlers:
@@ -362,10 +375,11 @@ def _wsgi_call(app: Any, webhook: Webhook, body: Body) -> Callable[[], object]:
     return call
 
 
-def admit_micros(policy_set: PolicySet, *, iterations: int) -> dict[Webhook, float]:
-    """Parse, admit and serialise each benchmark body under ``policy_set``, in microseconds."""
+def admit_micros(policy_set: PolicySet, *, iterations: int) -> dict[str, float]:
+    """Parse, admit and serialise the bodies of each webhook's mix (``MIXES[webhook]``) under
+    ``policy_set``, in microseconds."""
     admitter = Admitter(policies=StaticPolicies(policy_set))
-    out: dict[Webhook, float] = {}
+    out: dict[str, float] = {}
     for webhook in WEBHOOKS:
         per_body = [
             time_per_call(_admitter_call(admitter, webhook, body.data), iterations=iterations)

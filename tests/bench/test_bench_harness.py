@@ -61,9 +61,9 @@ def test_quick_run_measures_every_case_without_errors(
 ) -> None:
     _, figures = quick_run
     cases = figures["cases"]
-    assert {(c["webhook"], c["mode"]["name"]) for c in cases} == {
-        (webhook, mode)
-        for webhook in ("mutate", "validate")
+    assert {(c["mix"], c["webhook"], c["mode"]["name"]) for c in cases} == {
+        (mix, mix.split("-")[0], mode)
+        for mix in ("mutate", "validate", "validate-audited")
         for mode in (
             "keep-alive, 1 connection",
             "keep-alive, 16 connections",
@@ -74,7 +74,7 @@ def test_quick_run_measures_every_case_without_errors(
     results += list(figures["default_tls"].values())
     results += [r for by_webhook in figures["policies"].values() for r in by_webhook.values()]
     assert all(r["requests"] > 0 and r["errors"] == 0 for r in results), results
-    assert len(figures["targets"]) == 10
+    assert len(figures["targets"]) == 13  # 3 per mix, 2 with 100 policies, memory, audit
     kept = next(t for t in figures["targets"] if t["name"].startswith("every audit record"))
     assert kept["met"], kept  # no run is faster for losing records
     assert sorted(figures["policies"]) == ["1", "10", "100"]
@@ -86,6 +86,7 @@ def test_quick_run_profiles_each_stage(quick_run: tuple[str, dict[str, Any]]) ->
     stages = {s["stage"]: s["micros"] for s in figures["stages"]}
     assert stages["mutators (copy + apply_all)"]["mutate"] > 0
     assert stages["checks (evaluate)"]["validate"] > 0
+    assert stages["audit database insert (writer process, CPU)"]["validate-audited"] > 0
     assert stages["= whole falcon handler (WSGI)"]["mutate"] > 0
     memory = dict(figures["memory_mb"])
     assert len(memory.pop("mlgate's audit writer process")) == 1
