@@ -56,25 +56,38 @@ MODES = (
     Mode("keep-alive, 16 connections", 16, False),
     Mode("new connection per request, 16 at once", 16, True),
 )
+THROUGHPUT = MODES[1]
 NEW_CONNECTIONS = MODES[2]
 
 
 @dataclass(frozen=True)
 class Case:
+    """One mix and mode: the baseline's and mlgate's results of the same round.
+
+    With several rounds (``THROUGHPUT``), the round of the median ratio, and every round's
+    ratio in ``round_ratios``.
+    """
+
     mix: str  # a key of bench.bodies.MIXES
     webhook: Webhook
     mode: Mode
     baseline: LoadResult
     mlgate: LoadResult
+    round_ratios: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
-        return self.mlgate.rps / self.baseline.rps if self.baseline.rps else 0.0
+        return ratio(self.baseline, self.mlgate)
+
+
+def ratio(baseline: LoadResult, mlgate: LoadResult) -> float:
+    return mlgate.rps / baseline.rps if baseline.rps else 0.0
 
 
 @dataclass(frozen=True)
 class Settings:
     seconds: float
+    rounds: int  # of the 16-connection cases, baseline and mlgate in turn
     client: Client
     iterations: int
     workers: int
@@ -94,6 +107,12 @@ class Target:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="per case (default 5)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds of the 16-connection cases, the servers in turn; the median is reported "
+        "(default 3, with --quick 1)",
+    )
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument(
         "--iterations", type=int, default=500, help="per stage and body, in process"
@@ -121,9 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         given = sys.argv[1:] if argv is None else list(argv)
         return rerun_compiled("bench", [arg for arg in given if arg != "--compiled"])
     seconds, iterations = (1.0, 20) if args.quick else (args.seconds, args.iterations)
+    rounds = max(1, args.rounds or (1 if args.quick else 3))
     with tempfile.TemporaryDirectory(prefix="mlgate-bench-") as tmp:
         settings = Settings(
             seconds=seconds,
+            rounds=rounds,
             client=pick_client(args.client),
             iterations=iterations,
             workers=args.workers,
@@ -245,15 +266,7 @@ def measure_servers(
         default_results = {}
         for mix in MIXES.values():
             for mode in MODES:
-                cases.append(
-                    Case(
-                        mix=mix.name,
-                        webhook=mix.webhook,
-                        mode=mode,
-                        baseline=drive(baseline, mix.name, mode, settings),
-                        mlgate=drive(mlgate, mix.name, mode, settings),
-                    )
-                )
+                cases.append(measure_case(baseline, mlgate, mix.name, mode, settings=settings))
                 if mode == NEW_CONNECTIONS:
                     default_results[mix.name] = drive(default_tls, mix.name, mode, settings)
         memory = {
@@ -265,6 +278,39 @@ def measure_servers(
         for server in servers:
             server.stop()
     return cases, default_results, memory, count_dropped_records(mlgate.log_file)
+
+
+def measure_case(
+    baseline: Server, mlgate: Server, mix: str, mode: Mode, *, settings: Settings
+) -> Case:
+    """Load the baseline and mlgate in turn, ``settings.rounds`` times for ``THROUGHPUT`` and
+    once for the other modes (which goes first alternates); the round of the median ratio
+    stands for the case.
+
+    NOTE: on this shared host one 5 s case moves by several percent from one minute to the
+    next: the 16-connection ratio, the tightest target, measured in one round went from 56% to
+    64% across four runs of the same code.
+    """
+    rounds = settings.rounds if mode == THROUGHPUT else 1
+    pairs: list[tuple[LoadResult, LoadResult]] = []
+    for number in range(rounds):
+        if number % 2 == 0:
+            theirs = drive(baseline, mix, mode, settings)
+            ours = drive(mlgate, mix, mode, settings)
+        else:
+            ours = drive(mlgate, mix, mode, settings)
+            theirs = drive(baseline, mix, mode, settings)
+        pairs.append((theirs, ours))
+    by_ratio = sorted(pairs, key=lambda pair: ratio(*pair))
+    chosen = by_ratio[(len(by_ratio) - 1) // 2]  # of an even count, the lower middle one
+    return Case(
+        mix=mix,
+        webhook=MIXES[mix].webhook,
+        mode=mode,
+        baseline=chosen[0],
+        mlgate=chosen[1],
+        round_ratios=tuple(ratio(*pair) for pair in pairs) if rounds > 1 else (),
+    )
 
 
 def measure_policy_scaling(
@@ -426,9 +472,13 @@ def format_cases(cases: Sequence[Case], default_tls: dict[str, LoadResult]) -> s
     ]
     for case in cases:
         b, m = case.baseline, case.mlgate
+        rounds = ""
+        if case.round_ratios:
+            rounds = f" (median of {', '.join(f'{r:.2f}' for r in case.round_ratios)})"
         lines.append(
             f"| {MIXES[case.mix].label} | {case.mode.name} | {b.rps:,.0f}{_errors(b)} "
-            f"| {m.rps:,.0f}{_errors(m)} | {case.ratio:.2f} | {_latency(b)} | {_latency(m)} "
+            f"| {m.rps:,.0f}{_errors(m)} | {case.ratio:.2f}{rounds} "
+            f"| {_latency(b)} | {_latency(m)} "
             f"| {b.cpu_us_per_request:,.0f} / {m.cpu_us_per_request:,.0f} |"
         )
     for mix, result in default_tls.items():
@@ -472,9 +522,9 @@ def check_targets(
     latency targets are checked on every mix, the worst-case ``validate-audited`` too."""
     rows: list[tuple[str, str, bool]] = []
     by_key = {(c.mix, c.mode.name): c for c in cases}
-    mixes = [mix for mix in MIXES.values() if (mix.name, MODES[1].name) in by_key]
+    mixes = [mix for mix in MIXES.values() if (mix.name, THROUGHPUT.name) in by_key]
     for mix in mixes:
-        case = by_key[(mix.name, MODES[1].name)]
+        case = by_key[(mix.name, THROUGHPUT.name)]
         rows.append(
             (f"{mix.label}, 16 kept-alive connections: >= 60% of baseline req/s",
              f"{case.ratio:.0%}", case.ratio >= 0.60)

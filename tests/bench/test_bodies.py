@@ -31,8 +31,8 @@ def test_the_issue_mix_admits_a_model_deployment_and_a_gpu_pod_and_denies_a_work
     outcomes = decide("validate")
 
     assert [o.decision for o in outcomes] == ["allow", "allow", "deny"]
-    kinds = [o.review["response"].get("warnings") for o in outcomes[:2]]
-    assert kinds == [None, None]  # admitted without a warning
+    warnings = [o.review["response"].get("warnings") for o in outcomes[:2]]
+    assert warnings == [None, None]  # admitted without a warning
     assert [len(o.records) for o in outcomes] == [0, 0, 5]
     objects = [parse_review(body.data).obj or {} for body in load_bodies("validate")]
     assert [obj["kind"] for obj in objects] == ["Deployment", "Pod", "Deployment"]
