@@ -69,7 +69,6 @@ class Case:
     """
 
     mix: str  # a key of bench.bodies.MIXES
-    webhook: Webhook
     mode: Mode
     baseline: LoadResult
     mlgate: LoadResult
@@ -289,7 +288,7 @@ def measure_case(
 
     NOTE: on this shared host one 5 s case moves by several percent from one minute to the
     next: the 16-connection ratio, the tightest target, measured in one round went from 56% to
-    64% across four runs of the same code.
+    64% across five runs of the same code.
     """
     rounds = settings.rounds if mode == THROUGHPUT else 1
     pairs: list[tuple[LoadResult, LoadResult]] = []
@@ -305,7 +304,6 @@ def measure_case(
     chosen = by_ratio[(len(by_ratio) - 1) // 2]  # of an even count, the lower middle one
     return Case(
         mix=mix,
-        webhook=MIXES[mix].webhook,
         mode=mode,
         baseline=chosen[0],
         mlgate=chosen[1],
