@@ -98,7 +98,7 @@ STAGES = (
     "audit JSON lines (writer process)",
     "audit database insert (writer process, CPU)",
     "metrics",
-    "decision log line (format + write)",
+    "decision log line (fields, format, queue)",
     "= admit() + serialise",
 )
 # What a request with audit records pays beyond one without (its share of the writer too).
@@ -233,10 +233,10 @@ def profile_body(pipeline: Pipeline, webhook: Webhook, data: bytes) -> dict[str,
             metrics.count_mutations(result.mutators)
 
     add("metrics", observe)
-    # As AdmissionResource._record: the line's fields, its record, formatted and written (here
-    # on this thread: the server hands the record to a thread of its own).
+    # As AdmissionResource._record: the line's fields, the line made from them and queued, as
+    # in the server (its writer thread writes the lines in batches meanwhile).
     add(
-        "decision log line (format + write)",
+        "decision log line (fields, format, queue)",
         lambda: log_decision(decision_fields(webhook, request, result, 0.001)),
     )
     add(
@@ -321,8 +321,6 @@ def profile_handler(iterations: int, workdir: Path) -> dict[str, float | None]:
 
     audit = DiscardingChannel()
     decision_log = logging.getLogger("mlgate.decisions")
-    handlers = decision_log.handlers
-    decision_log.handlers = [BackgroundHandler(handlers[0])] if handlers else []
     try:
         app = create_app(Settings(watch_interval=0), audit=audit)
         totals: dict[str, float | None] = {}
@@ -336,7 +334,6 @@ def profile_handler(iterations: int, workdir: Path) -> dict[str, float | None]:
     finally:
         for handler in decision_log.handlers:
             handler.flush()
-        decision_log.handlers = handlers
         audit.close()
 
 
@@ -402,13 +399,15 @@ def ensure_multiprocess_metrics(workdir: Path) -> None:
 
 
 def open_decision_log(workdir: Path) -> None:
-    """Send ``mlgate.decisions`` to a file in ``workdir``, formatted as the server does."""
+    """Send ``mlgate.decisions`` to a file in ``workdir`` as the server sends it to stdout
+    (``webhook.server.build_decision_handler``: JSON lines, a ``BackgroundHandler`` over a
+    stream)."""
     from webhook.jsonlog import JsonLogFormatter
 
     logger = logging.getLogger("mlgate.decisions")
-    handler = logging.FileHandler(workdir / "decisions.log")
-    handler.setFormatter(JsonLogFormatter())
-    logger.addHandler(handler)
+    stream = logging.StreamHandler((workdir / "decisions.log").open("a", encoding="utf-8"))
+    stream.setFormatter(JsonLogFormatter())
+    logger.addHandler(BackgroundHandler(stream))
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
