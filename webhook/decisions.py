@@ -33,6 +33,7 @@ def log_decision(fields: dict[str, Any]) -> None:
         len(handlers) == 1
         and isinstance(handlers[0], BackgroundHandler)
         and not decision_log.filters
+        and not decision_log.propagate  # else the root's handlers get the record too
         and handlers[0].write_info(decision_log.name, "admission", fields)
     ):
         return

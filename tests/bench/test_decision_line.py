@@ -48,6 +48,7 @@ def decision_target(
     handler = BackgroundHandler(target)
     logger = logging.Logger("mlgate.decisions", logging.INFO)
     logger.addHandler(handler)
+    logger.propagate = False  # as the server configures it
     monkeypatch.setattr(decisions, "decision_log", logger)
     yield target, handler
     handler.close()
@@ -96,6 +97,28 @@ def _quiet_handler(target: logging.Handler, handler: BackgroundHandler) -> None:
 
 def _message_only(target: logging.Handler, handler: BackgroundHandler) -> None:
     target.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+
+
+def test_a_logger_that_propagates_gives_its_record_to_the_root_too(
+    decision_target: tuple[logging.StreamHandler[io.StringIO], BackgroundHandler],
+    records_made: list[InfoRecord],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target, handler = decision_target
+    root = logging.Logger("root", logging.INFO)
+    seen: list[logging.LogRecord] = []
+    root_handler = logging.Handler()
+    root_handler.emit = seen.append  # type: ignore[method-assign]
+    root.addHandler(root_handler)
+    monkeypatch.setattr(decisions.decision_log, "parent", root)
+    monkeypatch.setattr(decisions.decision_log, "propagate", True)
+
+    log_decision(FIELDS)
+    handler.flush()
+
+    assert len(records_made) == 1
+    assert seen == records_made
+    assert orjson.loads(target.stream.getvalue())["uid"] == "u-1"
 
 
 @pytest.mark.parametrize(
