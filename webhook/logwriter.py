@@ -23,7 +23,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from webhook.jsonlog import JsonLogFormatter
 
@@ -114,9 +114,7 @@ class BackgroundHandler(logging.Handler):
     def __init__(self, target: logging.Handler) -> None:
         super().__init__()
         self.target = target
-        self._queue: queue.SimpleQueue[logging.LogRecord | threading.Event | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[Queued] = queue.SimpleQueue()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -156,7 +154,7 @@ class BackgroundHandler(logging.Handler):
         line = formatter.format_info(logger, msg, fields, time.time())
         if self._pid != os.getpid():
             self._start()
-        self._queue.put(line + target.terminator)  # type: ignore[attr-defined]
+        self._queue.put(line + target.terminator)
         return True
 
     def flush(self) -> None:
@@ -226,7 +224,7 @@ class BackgroundHandler(logging.Handler):
         """
         target = self.target
         if _writes_plain_stream(target):
-            _write_to_stream(target, batch)  # type: ignore[arg-type]
+            _write_to_stream(target, batch)
             return
         for record in batch:
             # NOTE: a logger checks each handler's level before handing it a record; the
@@ -240,7 +238,9 @@ class BackgroundHandler(logging.Handler):
 Queued = logging.LogRecord | str | threading.Event | None
 
 
-def _writes_plain_stream(target: logging.Handler) -> bool:
+def _writes_plain_stream(
+    target: logging.Handler,
+) -> TypeGuard[logging.StreamHandler]:  # type: ignore[type-arg]
     """Whether ``target`` is a ``StreamHandler`` with its own emit and an open stream: the
     writer may then write its lines in batches."""
     return (
