@@ -9,6 +9,7 @@ compiled decision code, the rest of the checkout (the benchmark, its bodies) as 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -26,12 +27,29 @@ from bench.bodies import ROOT
 COMPILED_PACKAGES = ("policies", "mutators")
 _SOURCES = ("webhook", "policies", "mutators", "certs")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.so")
+# What the build imports, by the package that brings it (both are in the test extras).
+BUILD_MODULES = {"mypy": "mypyc", "setuptools": "setuptools"}
 
 
 def c_compiler() -> str | None:
     """The C compiler this Python builds extensions with, if the machine has it."""
     command = (sysconfig.get_config_var("CC") or "cc").split()[0]
     return shutil.which(command)
+
+
+def missing_for_build() -> str | None:
+    """What this machine lacks to make the compiled build, or None when it can make it."""
+    missing = []
+    if c_compiler() is None:
+        missing.append("a C compiler (cc)")
+    absent = [
+        package
+        for package, module in BUILD_MODULES.items()
+        if importlib.util.find_spec(module) is None
+    ]
+    if absent:
+        missing.append(f"{' and '.join(absent)} (pip install -e '.[test]')")
+    return " and ".join(missing) or None
 
 
 def build_compiled_site(workdir: Path) -> Path:
@@ -77,8 +95,9 @@ def rerun_compiled(module: str, argv: Sequence[str]) -> int:
     ``-P`` keeps the working directory (the checkout, with its interpreted sources) off the
     front of the path, so the compiled site comes first and the checkout after it.
     """
-    if c_compiler() is None:
-        print("the compiled build needs a C compiler (cc)", file=sys.stderr)
+    missing = missing_for_build()
+    if missing is not None:
+        print(f"the compiled build needs {missing}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="mlgate-compiled-") as temp:
         print("building the compiled build (mypyc, about a minute)...", file=sys.stderr)
