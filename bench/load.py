@@ -157,12 +157,15 @@ def run_wrk(
 ) -> LoadResult:
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT)
+    files = [workdir / f"{body.name}.body" for body in bodies]
+    for file, body in zip(files, bodies, strict=True):
+        file.write_bytes(body.data)  # as the Python client sends it, not as the fixture is stored
     threads = min(2, connections)
     command = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
         "--timeout", "5s", "-s", str(script), url, "--",
         path + QUERY, "close" if new_connection else "keep-alive",
-        *(str(arg) for b in bodies for arg in (b.path, b.uid)),
+        *(str(arg) for file, b in zip(files, bodies, strict=True) for arg in (file, b.uid)),
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60)
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
