@@ -7,9 +7,10 @@ every request.
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from bench.bodies import MIXES, load_bodies
+from bench.bodies import MIXES, REVIEWS, load_bodies
 from policies.loader import default_policy_dir, load_policy_dir
 from policies.model import PolicySet
 from webhook.admission import Admitter, Outcome
@@ -56,3 +57,13 @@ def test_each_mix_sends_reviews_captured_for_its_webhook(mix: str) -> None:
     for body in bodies:
         assert body.name.split("-")[1] == MIXES[mix].webhook
         assert parse_review(body.data).operation == "CREATE"
+
+
+@pytest.mark.parametrize("mix", list(MIXES))
+def test_each_body_is_sent_as_the_api_server_sent_it_compact(mix: str) -> None:
+    for body in load_bodies(mix):
+        stored = (REVIEWS / f"{body.name}.json").read_bytes()
+        assert orjson.loads(body.data) == orjson.loads(stored)
+        assert body.data.endswith(b"}\n")
+        assert b"\n" not in body.data[:-1]
+        assert len(body.data) < len(stored) / 1.5  # the stored file is indented
